@@ -1,0 +1,57 @@
+# fashioncat: one command to set up and test, one command to serve.
+PYTHON ?= python3
+VENV   ?= .venv
+SERVE_VENV ?= .venv-serve
+PY     := $(VENV)/bin/python
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: help data install test check-sync nbtest pytest lint serve serve-install bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+
+data:  ## Debian's Fashion-MNIST package (/usr/share/datasets/fashion-mnist), when apt is there
+	@if [ -d /usr/share/datasets/fashion-mnist ]; then echo "data: /usr/share/datasets/fashion-mnist"; \
+	elif command -v apt-get >/dev/null; then (apt-get install -y -q dataset-fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)); \
+	else echo "data: no apt-get; set FASHIONCAT_DATA or let torchvision download (see README)"; fi
+
+$(VENV)/.installed: settings.ini setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[train,dev]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	$(PY) -c "import nbdev, fastai, torch, onnxruntime; print('nbdev', nbdev.__version__, 'fastai', fastai.__version__, 'torch', torch.__version__)"
+	touch $@
+
+install: data $(VENV)/.installed  ## everything: training, notebooks, tests (torch installs from local disk here)
+
+check-sync: install  ## fail if nbdev_export or nbdev_clean would change a file
+	cd nbs && ../$(VENV)/bin/nbdev_export && ../$(VENV)/bin/nbdev_clean
+	@git diff --exit-code --stat -- nbs fashioncat || (echo "nbdev_export/nbdev_clean changed files: run them and commit" && exit 1)
+	@test -z "$$(git status --porcelain --untracked-files=all -- nbs fashioncat)" || (git status --short -- nbs fashioncat; echo "untracked files from nbdev_export: commit them" && exit 1)
+
+nbtest: install  ## notebook tests (fast; add FLAGS=slow for full training)
+	cd nbs && OMP_NUM_THREADS=1 ../$(VENV)/bin/nbdev_test --flags "$(FLAGS)"
+
+pytest: install  ## service and integration tests
+	$(VENV)/bin/pytest -q tests
+
+test: check-sync nbtest pytest  ## THE test command: install from scratch, check notebooks, run every test
+
+lint: install  ## ruff on hand-written code
+	$(VENV)/bin/ruff check app tests bench && $(VENV)/bin/ruff format --check app tests bench
+
+$(SERVE_VENV)/.installed: settings.ini setup.py
+	$(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/python -m pip install -q --upgrade pip
+	$(SERVE_VENV)/bin/python -m pip install -q -e .
+	touch $@
+
+serve-install: $(SERVE_VENV)/.installed  ## the base install only: no torch
+
+serve: serve-install  ## THE serve command: API on :8000, UI on :8000/ui, with the committed model
+	GRADIO_ANALYTICS_ENABLED=False $(SERVE_VENV)/bin/uvicorn app.main:app --host $(HOST) --port $(PORT)
+
+clean:  ## remove venvs and outputs (not the committed model)
+	rm -rf $(VENV) $(SERVE_VENV) logs models/best_model models/final_model
