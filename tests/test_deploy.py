@@ -1,0 +1,297 @@
+"""Deployment files checked without a Docker daemon: Prometheus config and SLA alerts (promtool), compose, Grafana,
+Dockerfile, Kubernetes manifests; then the dashboard's and the alerts' metrics against the app's real /metrics."""
+
+import fnmatch
+import json
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKER = ROOT / "docker"
+PROM = DOCKER / "prometheus"
+GRAFANA = DOCKER / "grafana"
+K8S = ROOT / "docs" / "k8s"
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None, reason="promtool not installed (apt-get install prometheus; CI installs it)"
+)
+
+# The metric names the app exports (the team's contract), and what Prometheus adds itself.
+CONTRACT = {
+    "fashioncat_requests_total",
+    "fashioncat_request_latency_seconds",
+    "fashioncat_inference_latency_seconds",
+    "fashioncat_batch_size",
+    "fashioncat_predictions_total",
+    "fashioncat_confidence",
+    "fashioncat_needs_review_total",
+    "fashioncat_model_info",
+    "fashioncat_feedback_total",
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+}
+PROMETHEUS_BUILTIN = {"up"}
+SLA_ALERTS = {
+    "FashioncatHighLatencyP95",
+    "FashioncatHighErrorRate",
+    "FashioncatHighFailedRequestShare",
+    "FashioncatHighCPU",
+    "FashioncatHighMemory",
+    "FashioncatTargetDown",
+    "FashioncatAbsent",
+    "FashioncatPredictionDrift",
+}
+PROBE_ROUTES = ("/health", "/ready", "/metrics")  # left out of the latency and error alerts
+
+
+def load_yaml(path: Path):
+    return yaml.safe_load(path.read_text())
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([PROMTOOL, *args], check=False, capture_output=True, text=True, timeout=120, cwd=PROM)
+
+
+def metric_names(expr: str) -> set[str]:
+    "Metric names in a PromQL expression (recording rules, `name:...`, are not metrics the app exports)."
+    expr = re.sub(r'"[^"]*"', '""', expr)  # drop label values
+    expr = re.sub(r"\{[^}]*\}", "{}", expr)  # and label names inside matchers
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
+    names = set(re.findall(r"(?<![\w:])([a-zA-Z_][a-zA-Z0-9_]*)(?![\w:(])", expr))
+    return {n for n in names if n.startswith(("fashioncat_", "process_")) or n in PROMETHEUS_BUILTIN}
+
+
+def base_name(name: str) -> str:
+    return re.sub(r"_(bucket|sum|count)$", "", name)
+
+
+def dashboard_exprs() -> list[str]:
+    dash = json.loads((GRAFANA / "dashboards" / "fashioncat.json").read_text())
+    return [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+
+
+def alert_exprs() -> list[str]:
+    return [r["expr"] for g in load_yaml(PROM / "alerts.yml")["groups"] for r in g["rules"]]
+
+
+def test_metric_names_parser():
+    expr = 'sum by (le) (rate(fashioncat_x_bucket{job="fashioncat", route!~"/(a|b)"}[5m])) / fashioncat:rec:rate5m > up'
+    assert metric_names(expr) == {"fashioncat_x_bucket", "up"}
+    assert base_name("fashioncat_request_latency_seconds_bucket") == "fashioncat_request_latency_seconds"
+
+
+# --- Prometheus: promtool ---------------------------------------------------------------------------------------
+
+
+@needs_promtool
+def test_promtool_check_config():
+    r = promtool("check", "config", "prometheus.yml")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "1 rule files found" in r.stdout
+
+
+@needs_promtool
+def test_promtool_check_rules():
+    r = promtool("check", "rules", "alerts.yml")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@needs_promtool
+def test_promtool_unit_tests_of_the_alerts():
+    r = promtool("test", "rules", "alerts_test.yml")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "SUCCESS" in r.stdout
+
+
+@needs_promtool
+def test_promtool_unit_tests_can_fail(tmp_path):
+    "The same unit tests against rules with the drift guard removed must fail: the tests discriminate."
+    rules = (PROM / "alerts.yml").read_text()
+    broken = rules.replace("> 2 * avg_over_time", "> 0 * avg_over_time")
+    assert broken != rules
+    (tmp_path / "alerts.yml").write_text(broken)
+    shutil.copy(PROM / "alerts_test.yml", tmp_path)
+    r = subprocess.run(
+        [PROMTOOL, "test", "rules", "alerts_test.yml"], check=False, capture_output=True, text=True, cwd=tmp_path
+    )
+    assert r.returncode != 0
+    assert "steady high share stays quiet" in r.stdout + r.stderr
+
+
+def test_every_sla_alert_has_a_firing_and_a_quiet_unit_test():
+    rules = [r for g in load_yaml(PROM / "alerts.yml")["groups"] for r in g["rules"]]
+    alerts = {r["alert"]: r for r in rules if "alert" in r}
+    assert set(alerts) == SLA_ALERTS
+    assert {a["labels"]["severity"] for a in alerts.values()} <= {"page", "warning"}
+    assert alerts["FashioncatHighLatencyP95"]["for"] == "5m" and "> 0.3" in alerts["FashioncatHighLatencyP95"]["expr"]
+    assert "2e9" in alerts["FashioncatHighMemory"]["expr"] and "> 0.7" in alerts["FashioncatHighCPU"]["expr"]
+    cases = [c for t in load_yaml(PROM / "alerts_test.yml")["tests"] for c in t["alert_rule_test"]]
+    fires = {c["alertname"] for c in cases if c["exp_alerts"]}
+    quiet = {c["alertname"] for c in cases if not c["exp_alerts"]}
+    assert fires == SLA_ALERTS, SLA_ALERTS - fires
+    assert quiet == SLA_ALERTS, SLA_ALERTS - quiet
+
+
+def test_alerts_use_contract_metrics_and_skip_probe_routes():
+    for expr in alert_exprs():
+        assert {base_name(n) for n in metric_names(expr)} <= CONTRACT | PROMETHEUS_BUILTIN, expr
+        if "fashioncat_request" in expr:
+            assert 'route!~"/(health|ready|metrics)"' in expr, expr
+
+
+# --- compose, Grafana, Dockerfile, Kubernetes -------------------------------------------------------------------
+
+
+def test_compose_services_ports_and_files():
+    compose = load_yaml(DOCKER / "docker-compose.yml")
+    services = compose["services"]
+    assert set(services) == {"api", "prometheus", "grafana"}
+    api = services["api"]
+    assert (DOCKER / api["build"]["context"] / api["build"]["dockerfile"]).resolve() == DOCKER / "Dockerfile"
+    ports = {s: [p.split(":") for p in services[s]["ports"]] for s in services}
+    assert ports == {"api": [["8000", "8000"]], "prometheus": [["9090", "9090"]], "grafana": [["3000", "3000"]]}
+    # every bind mount exists; named volumes are declared
+    for name, svc in services.items():
+        for vol in svc.get("volumes", []):
+            src = vol.split(":")[0]
+            if src.startswith("."):
+                assert (DOCKER / src).exists(), f"{name}: {src} missing"
+            else:
+                assert src in compose["volumes"], f"{name}: volume {src} not declared"
+    # Prometheus reads its config and rules from the mounted folder, and scrapes the api service on its port
+    prom = services["prometheus"]
+    mount = dict(v.split(":")[:2] for v in prom["volumes"])
+    config_flag = next(a for a in prom["command"] if a.startswith("--config.file="))
+    config_in_container = Path(config_flag.split("=", 1)[1])
+    host_dir = DOCKER / next(s for s, t in mount.items() if t == str(config_in_container.parent))
+    assert host_dir.resolve() == PROM
+    config = load_yaml(host_dir / config_in_container.name)
+    for rule_file in config["rule_files"]:
+        assert (host_dir / rule_file).is_file()
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == "fashioncat")
+    assert job["metrics_path"] == "/metrics"
+    assert job["static_configs"][0]["targets"] == [f"api:{ports['api'][0][1]}"]
+    # Grafana: datasource points at the prometheus service, dashboards provider at the mounted folder
+    graf = services["grafana"]
+    gmount = {t: s for s, t in (v.split(":")[:2] for v in graf["volumes"])}
+    prov = DOCKER / gmount["/etc/grafana/provisioning"]
+    datasource = load_yaml(prov / "datasources" / "prometheus.yml")["datasources"][0]
+    assert datasource["url"] == f"http://prometheus:{ports['prometheus'][0][1]}"
+    provider = load_yaml(prov / "dashboards" / "fashioncat.yml")["providers"][0]
+    dash_dir = DOCKER / gmount[provider["options"]["path"]]
+    assert (dash_dir / "fashioncat.json").is_file()
+    home = graf["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert (dash_dir / Path(home).relative_to(provider["options"]["path"])).is_file()
+    # the dashboard queries the provisioned datasource
+    dash = json.loads((dash_dir / "fashioncat.json").read_text())
+    assert {p["datasource"]["uid"] for p in dash["panels"]} == {datasource["uid"]}
+
+
+def test_dashboard_panels_and_metrics():
+    dash = json.loads((GRAFANA / "dashboards" / "fashioncat.json").read_text())
+    assert dash["uid"] == "fashioncat"
+    assert len({p["id"] for p in dash["panels"]}) == len(dash["panels"])
+    exprs = dashboard_exprs()
+    used = set().union(*map(metric_names, exprs))
+    assert {base_name(n) for n in used} <= CONTRACT | PROMETHEUS_BUILTIN, used
+    joined = "\n".join(exprs)
+    for q in ("0.5", "0.95", "0.99"):  # latency p50/p95/p99
+        assert f"histogram_quantile({q}, sum by (le) (rate(fashioncat_request_latency_seconds_bucket" in joined
+    for needed in (
+        "rate(fashioncat_requests_total",  # request rate
+        'status=~"5.."',  # error rate
+        "rate(process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "sum by (category) (rate(fashioncat_predictions_total",
+        "rate(fashioncat_needs_review_total",
+    ):
+        assert needed in joined, needed
+
+
+def dockerignore_allows(path: str) -> bool:
+    "Docker's rule: the last matching pattern wins, `!` re-includes; a pattern matching a parent matches the path."
+    allowed = True
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        neg, pat = line.startswith("!"), line.lstrip("!").rstrip("/")
+        pat = pat.replace("**/", "")
+        if any(fnmatch.fnmatch(p, pat) or fnmatch.fnmatch(p.split("/")[-1], pat) for p in prefixes):
+            allowed = neg
+    return allowed
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    text = (DOCKER / "Dockerfile").read_text().replace("\\\n", " ")
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line.strip() else "")
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+def test_dockerfile_layers_user_healthcheck():
+    steps = dockerfile()
+    kinds = [k for k, _ in steps]
+    assert steps[0] == ("FROM", "python:3.11-slim")
+    copies = [shlex.split(a) for k, a in steps if k == "COPY"]
+    sources = [s for c in copies for s in c[:-1] if not s.startswith("--")]
+    # every COPY source exists and gets past .dockerignore
+    for src in sources:
+        matches = sorted(ROOT.glob(src.rstrip("/")))
+        assert matches, f"COPY {src}: nothing in the repository matches"
+        for m in matches:
+            files = [m] if m.is_file() else [p for p in m.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+            for f in files:
+                rel = f.relative_to(ROOT).as_posix()
+                assert dockerignore_allows(rel), f"{rel} is COPY'd but excluded by .dockerignore"
+    # dependency layer (settings.ini + install.sh deps) before any code is copied
+    deps_run = steps.index(("RUN", "sh install.sh deps"))
+    first_code = next(i for i, (k, a) in enumerate(steps) if k == "COPY" and "fashioncat/" in a)
+    assert deps_run < first_code and "settings.ini" in steps[deps_run - 1][1]
+    assert kinds.index("USER") > kinds.index("RUN") and dict(steps)["USER"] not in ("root", "0")
+    health = dict(steps)["HEALTHCHECK"]
+    assert "/health" in health and "urllib.request" in health and "curl" not in health
+    assert "WEB_CONCURRENCY=1" in dict(steps)["ENV"] and "uvicorn app.main:app" in dict(steps)["CMD"]
+    assert "torch" not in (DOCKER / "install.sh").read_text().replace("torch in the base", "").replace(
+        "(torch|torchvision|fastai)", ""
+    )
+
+
+def test_dockerignore_semantics():
+    assert dockerignore_allows("settings.ini") and dockerignore_allows("fashioncat/serving.py")
+    assert not dockerignore_allows(".venv/bin/python") and not dockerignore_allows("nbs/00_data.ipynb")
+    assert not dockerignore_allows("app/__pycache__/main.cpython-311.pyc")
+    assert dockerignore_allows("models/fashioncat-int8.onnx") and not dockerignore_allows("models/best_model/x.pth")
+
+
+def test_k8s_manifests():
+    docs = {d["kind"]: d for f in sorted(K8S.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d}
+    assert set(docs) == {"Deployment", "Service", "HorizontalPodAutoscaler"}
+    dep, svc, hpa = docs["Deployment"], docs["Service"], docs["HorizontalPodAutoscaler"]
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert dep["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert svc["spec"]["selector"].items() <= pod_labels.items()
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    port = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert port == {"http": 8000}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert svc["spec"]["ports"][0]["targetPort"] in port
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": dep["metadata"]["name"],
+    }
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu" and 0 < metric["resource"]["target"]["averageUtilization"] < 70
+    assert c["resources"]["limits"]["memory"] == "2Gi"
