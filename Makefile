@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: help data install test check-sync nbtest pytest lint serve serve-install bench clean
+.PHONY: help data install test check-sync nbtest pytest lint serve serve-install bench clean image-smoke load-test
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -52,6 +52,12 @@ serve-install: $(SERVE_VENV)/.installed  ## the base install only: no torch
 
 serve: serve-install  ## THE serve command: API on :8000, UI on :8000/ui, with the committed model
 	GRADIO_ANALYTICS_ENABLED=False $(SERVE_VENV)/bin/uvicorn app.main:app --host $(HOST) --port $(PORT)
+
+image-smoke:  ## docker/Dockerfile's install steps in a fresh venv, then a smoke test of its server (no Docker needed)
+	PYTHON=$(PYTHON) bash bench/docker_smoke.sh
+
+load-test: install  ## the SLA load test on 127.0.0.1 (~12 min, wants an idle machine; QUICK=1 for a 1-minute run)
+	GRADIO_ANALYTICS_ENABLED=False $(PY) bench/load_test.py $(if $(QUICK),--quick)
 
 clean:  ## remove venvs and outputs (not the committed model)
 	rm -rf $(VENV) $(SERVE_VENV) logs models/best_model models/final_model
