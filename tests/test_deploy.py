@@ -295,3 +295,207 @@ def test_k8s_manifests():
     (metric,) = hpa["spec"]["metrics"]
     assert metric["resource"]["name"] == "cpu" and 0 < metric["resource"]["target"]["averageUtilization"] < 70
     assert c["resources"]["limits"]["memory"] == "2Gi"
+
+
+def test_workflows():
+    ci = load_yaml(ROOT / ".github" / "workflows" / "ci.yml")
+    cd = load_yaml(ROOT / ".github" / "workflows" / "cd.yml")
+    on_ci, on_cd = ci[True], cd[True]  # YAML 1.1 reads the key `on` as True
+    assert set(on_ci) == {"push", "pull_request"} and on_cd == {"push": {"tags": ["v*"]}}
+    jobs = ci["jobs"]
+    assert jobs["test"]["strategy"]["matrix"]["python"] == ["3.10", "3.11", "3.12"]
+    runs = lambda job: "\n".join(s.get("run", "") for s in job["steps"])
+    assert "dataset-fashion-mnist prometheus" in runs(jobs["test"]) and "make test" in runs(jobs["test"])
+    assert "ruff check app/ tests/ bench/" in runs(jobs["lint"])
+    assert "ruff format --check app/ tests/ bench/" in runs(jobs["lint"])
+    assert all(c in runs(jobs["promtool"]) for c in ("check config", "check rules", "test rules"))
+    for job in (jobs["image"], cd["jobs"]["image"]):
+        assert "docker run -d" in runs(job) and "bench/docker_smoke.sh --url http://127.0.0.1:8000" in runs(job)
+    assert "docker push" in runs(cd["jobs"]["image"]) and cd["permissions"]["packages"] == "write"
+    assert (ROOT / "bench" / "docker_smoke.sh").stat().st_mode & 0o111
+
+
+# --- against the app: its real /metrics, and a real Prometheus scraping it ----------------------------------------
+
+APP = ROOT / "app" / "main.py"
+needs_app = pytest.mark.skipif(not APP.exists(), reason="app/main.py does not exist yet")
+
+
+def png_bytes() -> bytes:
+    "A real Fashion-MNIST test image as PNG (a drawn square when the dataset is absent)."
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    try:
+        from fashioncat.data import load_split
+
+        x = load_split("test")[0][0]
+    except Exception:  # noqa: BLE001 - any data problem: the metrics test only needs some image
+        x = np.zeros((28, 28), np.uint8)
+        x[6:22, 8:20] = 200
+    b = io.BytesIO()
+    Image.fromarray(x).save(b, "PNG")
+    return b.getvalue()
+
+
+def exported(metrics_text: str) -> set[str]:
+    "Every name in an exposition: TYPE lines (families with no sample yet) and sample names."
+    names = set()
+    for line in metrics_text.splitlines():
+        if line.startswith("# TYPE "):
+            names.add(line.split()[2])
+        elif line and not line.startswith("#"):
+            names.add(re.split(r"[{ ]", line, maxsplit=1)[0])
+    return names
+
+
+@pytest.fixture(scope="module")
+def app_metrics() -> str:
+    from app.main import app
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as client:
+        assert client.get("/ready").status_code == 200
+        r = client.post("/predict", files={"file": ("item.png", png_bytes(), "image/png")})
+        assert r.status_code == 200, r.text
+        assert client.get("/health").status_code == 200
+        return client.get("/metrics").text
+
+
+@needs_app
+def test_app_exports_the_contract_metrics(app_metrics):
+    names = exported(app_metrics)
+    for name in CONTRACT:
+        assert name in names or name.removesuffix("_total") in names, f"{name} not in the app's /metrics"
+
+
+@needs_app
+def test_dashboard_and_alert_metrics_are_exported_by_the_app(app_metrics):
+    names = exported(app_metrics) | PROMETHEUS_BUILTIN
+    for expr in dashboard_exprs() + alert_exprs():
+        for n in metric_names(expr):
+            assert n in names or base_name(n) in names, f"{n} (in {expr!r}) is not in the app's /metrics"
+
+
+@needs_app
+def test_route_and_status_labels_match_the_alerts(app_metrics):
+    "The alerts leave out the probe routes by their `route` label, and read 5xx from `status`: check the values."
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = [
+        s.labels
+        for fam in text_string_to_metric_families(app_metrics)
+        for s in fam.samples
+        if s.name == "fashioncat_requests_total"
+    ]
+    routes = {s["route"] for s in samples}
+    assert {"/predict", "/health", "/ready"} <= routes, routes
+    assert {s["status"] for s in samples if s["route"] == "/predict"} == {"200"}
+    assert all(re.fullmatch(r"[1-5]\d\d", s["status"]) for s in samples)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(check, timeout: float, what: str):
+    import time
+
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as e:  # noqa: BLE001 - not up yet
+            last = e
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: not within {timeout} s (last error: {last!r})")
+
+
+def stop(proc: subprocess.Popen):
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@needs_app
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus not installed (apt-get install prometheus)")
+def test_real_prometheus_scrapes_the_api(tmp_path):
+    "uvicorn and Debian's Prometheus on 127.0.0.1; the metric read back through Prometheus's HTTP API."
+    import os
+    import sys
+
+    import httpx
+
+    api_port, prom_port = free_port(), free_port()
+    api_url, prom_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{prom_port}"
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(api_port)]
+    api = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=(tmp_path / "api.log").open("wb"), stderr=subprocess.STDOUT)
+    prom = None
+    try:
+        wait_for(lambda: httpx.get(api_url + "/ready").status_code == 200, 60, "api /ready")
+        r = httpx.post(api_url + "/predict", files={"file": ("item.png", png_bytes(), "image/png")})
+        assert r.status_code == 200, r.text
+        # the image's HEALTHCHECK command passes against it
+        health = dict(dockerfile())["HEALTHCHECK"].split(" CMD ", 1)[1]
+        hc = subprocess.run(["sh", "-c", health], env=dict(env, PORT=str(api_port)), check=False, timeout=30)
+        assert hc.returncode == 0
+
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(PROM / "alerts.yml")],
+            "scrape_configs": [{"job_name": "fashioncat", "static_configs": [{"targets": [f"127.0.0.1:{api_port}"]}]}],
+        }
+        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+        prom_cmd = [
+            "prometheus",
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+        ]
+        prom = subprocess.Popen(prom_cmd, stdout=(tmp_path / "prom.log").open("wb"), stderr=subprocess.STDOUT)
+
+        def query(q: str) -> list:
+            body = httpx.get(prom_url + "/api/v1/query", params={"query": q}).json()
+            assert body["status"] == "success", body
+            return body["data"]["result"]
+
+        result = wait_for(lambda: query('fashioncat_predictions_total{job="fashioncat"}'), 60, "a scraped prediction")
+        assert sum(float(s["value"][1]) for s in result) >= 1
+        assert {s["metric"]["instance"] for s in result} == {f"127.0.0.1:{api_port}"}
+        assert float(query('up{job="fashioncat"}')[0]["value"][1]) == 1
+        # the SLA rules loaded and evaluate without error against the real series
+        groups = wait_for(
+            lambda: [
+                g
+                for g in httpx.get(prom_url + "/api/v1/rules").json()["data"]["groups"]
+                if all(r.get("lastEvaluation", "").startswith("2") and r["health"] == "ok" for r in g["rules"])
+            ],
+            30,
+            "rules evaluated",
+        )
+        assert {g["name"] for g in groups} == {"fashioncat-recording", "fashioncat-sla"}
+        assert not [
+            a for a in httpx.get(prom_url + "/api/v1/alerts").json()["data"]["alerts"] if a["state"] == "firing"
+        ]
+    except AssertionError:
+        for log in ("api.log", "prom.log"):
+            if (tmp_path / log).exists():
+                print(f"--- {log}\n" + (tmp_path / log).read_text()[-3000:])
+        raise
+    finally:
+        if prom:
+            stop(prom)
+        stop(api)
