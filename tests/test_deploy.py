@@ -176,7 +176,8 @@ def test_compose_services_ports_and_files():
         assert (host_dir / rule_file).is_file()
     job = next(j for j in config["scrape_configs"] if j["job_name"] == "fashioncat")
     assert job["metrics_path"] == "/metrics"
-    assert job["static_configs"][0]["targets"] == [f"api:{ports['api'][0][1]}"]
+    (sd,) = job["dns_sd_configs"]  # every replica of the api service
+    assert sd["names"] == ["api"] and sd["type"] == "A" and str(sd["port"]) == ports["api"][0][1]
     # Grafana: datasource points at the prometheus service, dashboards provider at the mounted folder
     graf = services["grafana"]
     gmount = {t: s for s, t in (v.split(":")[:2] for v in graf["volumes"])}
@@ -499,3 +500,24 @@ def test_real_prometheus_scrapes_the_api(tmp_path):
         if prom:
             stop(prom)
         stop(api)
+
+
+def test_scale_out_compose_and_load_balancer():
+    "`--scale api=N` behind nginx: the replicas publish no port, nginx proxies to the api service's port."
+
+    class ComposeLoader(yaml.SafeLoader):
+        pass
+
+    ComposeLoader.add_constructor("!reset", lambda loader, node: ("!reset", loader.construct_sequence(node)))
+    base = load_yaml(DOCKER / "docker-compose.yml")["services"]
+    scale = yaml.load((DOCKER / "docker-compose.scale.yml").read_text(), ComposeLoader)["services"]
+    assert scale["api"]["ports"] == ("!reset", [])
+    lb = scale["lb"]
+    (mount,) = lb["volumes"]
+    conf_path = DOCKER / mount.split(":")[0]
+    assert mount.split(":")[1] == "/etc/nginx/nginx.conf"
+    conf = conf_path.read_text()
+    api_port = base["api"]["ports"][0].split(":")[1]
+    assert re.findall(r"server (\S+);", conf) == [f"api:{api_port}"] * 2
+    assert f"listen {lb['ports'][0].split(':')[1]};" in conf
+    assert lb["ports"][0].split(":")[0] == base["api"]["ports"][0].split(":")[0]  # same public port as one replica
