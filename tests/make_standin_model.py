@@ -83,7 +83,7 @@ def build_standin(path: str | Path, n_train: int = 20_000) -> Path:
 
     pv = probs(x[va])
     acc = float((pv.argmax(1) == y[va]).mean())
-    thr, prec, cover = choose_review_threshold(pv, y[va], target_precision=0.95)
+    thr, prec, _ = choose_review_threshold(pv, y[va], target_precision=0.95)
     meta = {
         "fashioncat.classes": json.dumps(CLASS_NAMES),
         "fashioncat.classes_ru": json.dumps(CLASS_NAMES_RU, ensure_ascii=False),

@@ -1,0 +1,1 @@
+"""fashioncat's service: the FastAPI app (`app.main`), its routers and the merchandisers' Gradio UI (`app.ui`)."""

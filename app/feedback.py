@@ -1,0 +1,99 @@
+"""The feedback store: corrections made in the UI, in SQLite under `FASHIONCAT_DATA_DIR`, exportable as CSV.
+
+Each row keeps the original image, the 28x28 view the model saw, the model's answer and confidence, the category
+the merchandiser chose and the time. The CSV carries the view as 784 pixel values, so the next training run can use
+the corrections as labelled examples without re-running the preprocessing (see README, "Serving").
+"""
+
+import csv
+import hashlib
+import io
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+_SCHEMA = """CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at TEXT NOT NULL,
+    filename TEXT,
+    image_sha256 TEXT NOT NULL,
+    image BLOB NOT NULL,
+    view_png BLOB NOT NULL,
+    predicted TEXT NOT NULL,
+    confidence REAL NOT NULL,
+    chosen TEXT NOT NULL,
+    chosen_index INTEGER NOT NULL,
+    model_version TEXT NOT NULL
+)"""
+CSV_COLUMNS = [
+    "id",
+    "created_at",
+    "filename",
+    "image_sha256",
+    "predicted",
+    "confidence",
+    "chosen",
+    "chosen_index",
+    "model_version",
+    "pixels",
+]
+
+
+class FeedbackStore:
+    "Corrections in one SQLite file; safe to use from the UI's worker threads."
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        with self._connect() as db:
+            db.execute(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=10)
+
+    def add(self, *, image: bytes, view: np.ndarray, filename: str | None, predicted: str, confidence: float,
+            chosen: str, chosen_index: int, model_version: str) -> int:  # fmt: skip
+        "Store one correction; returns its id."
+        buf = io.BytesIO()
+        Image.fromarray(np.asarray(view, np.uint8)).save(buf, "PNG")
+        row = (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), filename, hashlib.sha256(image).hexdigest(), image,
+               buf.getvalue(), predicted, float(confidence), chosen, int(chosen_index), model_version)  # fmt: skip
+        with self._lock, self._connect() as db:
+            cur = db.execute(
+                "INSERT INTO feedback (created_at, filename, image_sha256, image, view_png, predicted, confidence, chosen,"
+                " chosen_index, model_version) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                row,
+            )
+            return int(cur.lastrowid)
+
+    def count(self) -> int:
+        with self._connect() as db:
+            return db.execute("SELECT COUNT(*) FROM feedback").fetchone()[0]
+
+    def rows(self, limit: int | None = None, pixels: bool = False) -> list[dict]:
+        "The corrections, newest first; with `pixels`, the 28x28 view as 784 space-separated values."
+        q = "SELECT id, created_at, filename, image_sha256, predicted, confidence, chosen, chosen_index, model_version, view_png FROM feedback ORDER BY id DESC"
+        with self._connect() as db:
+            cur = db.execute(q + (f" LIMIT {int(limit)}" if limit else ""))
+            out = []
+            for r in cur.fetchall():
+                d = dict(zip(CSV_COLUMNS[:-1], r[:-1]))
+                if pixels:
+                    d["pixels"] = " ".join(map(str, np.asarray(Image.open(io.BytesIO(r[-1]))).ravel()))
+                out.append(d)
+            return out
+
+    def to_csv(self, path: str | Path) -> Path:
+        "Write every correction, oldest first, as CSV (the `pixels` column is the model's 28x28 input)."
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, CSV_COLUMNS)
+            w.writeheader()
+            w.writerows(reversed(self.rows(pixels=True)))
+        return path

@@ -1,0 +1,69 @@
+"""The fashioncat service: one process, one ONNX Runtime engine, the REST API and the merchandisers' UI on `/ui`.
+
+    uvicorn app.main:app --host 127.0.0.1 --port 8000      # or: make serve
+
+Settings come from `FASHIONCAT_*` environment variables (`fashioncat.serving.Settings`).
+"""
+
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+
+import fashioncat
+from fashioncat.serving import Engine, Settings
+
+from .errors import install_error_handlers
+from .feedback import FeedbackStore
+from .logs import app_log, setup_logging
+from .metrics import MODEL_INFO
+from .middleware import RequestContext
+from .routers import predict, system
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    "Load and warm up the engine once, before the first request; open the feedback store."
+    s: Settings = app.state.settings
+    t0 = time.perf_counter()
+    engine = await run_in_threadpool(Engine.from_settings, s)
+    app.state.engine = engine
+    app.state.feedback = FeedbackStore(Path(s.data_dir) / "feedback.sqlite")
+    MODEL_INFO.clear()
+    MODEL_INFO.labels(engine.info.version, engine.info.commit, engine.info.architecture).set(1)
+    loaded = {
+        "model": Path(engine.info.path).name,
+        "version": engine.info.version,
+        "review_threshold": engine.review_threshold,
+    }
+    app_log.info("model loaded", extra={**loaded, "load_s": round(time.perf_counter() - t0, 3)})
+    yield
+    app.state.engine = None
+
+
+def create_app(settings: Settings | None = None, ui: bool = True) -> FastAPI:
+    "The API (and, with `ui`, the Gradio UI mounted on /ui), configured by `settings` or the environment."
+    settings = settings or Settings()
+    setup_logging(settings.log_level)
+    app = FastAPI(
+        title="fashioncat",
+        version=fashioncat.__version__,
+        summary="Product photo -> one of the 10 Fashion-MNIST categories, with a calibrated confidence",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = None
+    install_error_handlers(app)
+    app.include_router(predict.router)
+    app.include_router(system.router)
+    if ui:
+        from .ui import mount_ui
+
+        mount_ui(app)
+    app.add_middleware(RequestContext)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,1 @@
+"""The API's routers: `predict` (categorisation) and `system` (health, readiness, model, metrics)."""

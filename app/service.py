@@ -1,0 +1,49 @@
+"""Categorisation as the API and the UI run it: guards and preprocessing per image, one timed inference per batch,
+metrics, and the fields of the request's log line. Synchronous: callers run it in the threadpool."""
+
+import time
+
+import numpy as np
+
+from fashioncat.serving import Engine, ServingError, error_dict, fashion_mnist_view, load_image
+
+from .metrics import BATCH_SIZE, INFERENCE_LATENCY, observe_results
+
+
+def categorise(
+    engine: Engine, items: list[tuple[str | None, bytes | Exception]], *, errors: str = "return"
+) -> list[dict]:
+    """One result per `(filename, data)` item, in order; with `errors='raise'` the first bad input raises its
+    `ServingError`. Results carry `image` (bytes, width, height) and `view` (the 28x28 uint8 model input)."""
+    out: list[dict | None] = []
+    views: list[np.ndarray] = []
+    meta: list[dict] = []
+    for name, data in items:
+        try:
+            if isinstance(data, Exception):
+                raise data
+            im = load_image(data, engine.max_bytes, engine.max_pixels)
+            views.append(fashion_mnist_view(im))
+            meta.append({"filename": name, "image": {"bytes": len(data), "width": im.width, "height": im.height}})
+            out.append(None)
+        except ServingError as e:
+            if errors == "raise":
+                raise
+            out.append({"filename": name, **error_dict(e)})
+    if views:
+        t0 = time.perf_counter()
+        probs = engine.predict(np.stack(views))
+        INFERENCE_LATENCY.observe(time.perf_counter() - t0)
+        BATCH_SIZE.observe(len(views))
+        it = iter(zip(probs, views, meta))
+        for i, r in enumerate(out):
+            if r is None:
+                p, v, m = next(it)
+                out[i] = {**m, **engine.result(p), "view": v}
+    observe_results(out)
+    return out
+
+
+def public(result: dict) -> dict:
+    "A result without the in-memory view, ready for JSON."
+    return {k: v for k, v in result.items() if k != "view"}

@@ -1,0 +1,201 @@
+"""The merchandisers' UI (Gradio, Russian), mounted on /ui of the API app and sharing its engine and feedback store.
+
+Upload one photo or many; each gets the photo, the 28x28 view the model saw, the top 3 with bars and a visible
+"needs review" mark. A wrong answer is corrected with one click on the right category; corrections are listed, and
+downloadable as CSV, on the second tab. `categorise` and `correct` are also API endpoints (gradio_client).
+"""
+
+import time
+import uuid
+from collections import OrderedDict
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+from fastapi import FastAPI
+
+from fashioncat.serving import Engine
+
+from .feedback import FeedbackStore
+from .metrics import FEEDBACK
+from .service import categorise as run_categorise
+
+EXAMPLES_DIR = Path(__file__).parent / "examples"
+_RECENT_MAX = 1000  # results kept for one-click correction (id -> upload path, view, answer)
+
+_CSS = """
+.fc-review {color: #b45309; font-weight: 600}
+.fc-ok {color: #15803d; font-weight: 600}
+"""
+
+
+def _label(engine: Engine, i: int) -> str:
+    return f"{engine.classes_ru[i]} ({engine.classes[i]})"
+
+
+class UI:
+    "The UI's functions, bound to the app whose lifespan provides the engine and the feedback store."
+
+    def __init__(self, app: FastAPI):
+        self.app = app
+        self.recent: OrderedDict[str, dict] = OrderedDict()
+
+    @property
+    def engine(self) -> Engine:
+        return self.app.state.engine
+
+    @property
+    def store(self) -> FeedbackStore:
+        return self.app.state.feedback
+
+    def categorise(self, files: list[str] | None) -> tuple[list[dict], str, list[dict]]:
+        "Categorise uploaded files: (items for display, a summary line, the results as JSON)."
+        files = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in (files or [])]
+        if not files:
+            return [], "Загрузите одно или несколько фото товаров.", []
+        items = [(Path(f).name, Path(f).read_bytes()) for f in files]
+        results = run_categorise(self.engine, items)
+        shown, public = [], []
+        for f, r in zip(files, results):
+            item_id = uuid.uuid4().hex[:12]
+            if "error" not in r:
+                self.recent[item_id] = {"path": f, "view": r["view"], "filename": r["filename"], "predicted": r["category"], "confidence": r["confidence"]}  # fmt: skip
+                while len(self.recent) > _RECENT_MAX:
+                    self.recent.popitem(last=False)
+            shown.append({"id": item_id, "path": f, **r})
+            public.append({"id": item_id, **{k: v for k, v in r.items() if k != "view"}})
+        n_review = sum(bool(r.get("needs_review")) for r in results)
+        n_err = sum("error" in r for r in results)
+        summary = f"Обработано фото: {len(results)}. Требуют проверки: {n_review}." + (
+            f" Ошибок: {n_err}." if n_err else ""
+        )
+        return shown, summary, public
+
+    def correct(self, item_id: str, category: str) -> str:
+        "Store a correction: `category` is an English name, a Russian one or the UI's 'Русское (English)' label."
+        engine = self.engine
+        labels = {name: i for i, name in enumerate(engine.classes)}
+        labels |= {name: i for i, name in enumerate(engine.classes_ru)}
+        labels |= {_label(engine, i): i for i in range(len(engine.classes))}
+        if category not in labels:
+            raise gr.Error(f"Неизвестная категория: {category!r}")
+        item = self.recent.get(item_id)
+        if item is None:
+            raise gr.Error("Этот результат устарел: загрузите фото заново.")
+        i = labels[category]
+        self.store.add(
+            image=Path(item["path"]).read_bytes(),
+            view=item["view"],
+            filename=item["filename"],
+            predicted=item["predicted"],
+            confidence=item["confidence"],
+            chosen=engine.classes[i],
+            chosen_index=i,
+            model_version=engine.info.version,
+        )
+        FEEDBACK.labels(engine.classes[i]).inc()
+        return f"Сохранено: {_label(engine, i)} (модель: {item['predicted']})."
+
+    def table(self) -> list[list]:
+        "The latest corrections, newest first."
+        rows = self.store.rows(limit=200)
+        return [[r["created_at"], r["filename"], r["predicted"], round(r["confidence"], 3), r["chosen"]] for r in rows]
+
+    def export_csv(self) -> str:
+        "Every correction as CSV; the path of the file."
+        out = Path(self.app.state.settings.data_dir) / "exports" / f"feedback-{time.strftime('%Y%m%d-%H%M%S')}.csv"
+        return str(self.store.to_csv(out))
+
+
+def _review_md(r: dict, engine: Engine) -> str:
+    pct, thr = r["confidence"] * 100, engine.review_threshold * 100
+    if r["needs_review"]:
+        return f"<span class='fc-review'>⚠ Требует проверки</span>: уверенность {pct:.0f}% ниже порога {thr:.0f}%"
+    return f"<span class='fc-ok'>✓ Уверенно</span>: {pct:.0f}% (порог {thr:.0f}%)"
+
+
+def build_ui(ui: UI) -> gr.Blocks:
+    "The Blocks of the UI."
+    examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.png"))
+    with gr.Blocks(title="fashioncat — категории товаров") as demo:
+        gr.Markdown(
+            "# Категоризация товаров по фото\n"
+            "Загрузите фото товаров (PNG, JPEG, WebP, BMP, GIF, TIFF; можно сразу несколько). Для каждого фото — "
+            "что увидела модель (28×28), три самые вероятные категории и отметка, если ответ нужно проверить. "
+            "Если категория неверна, выберите правильную — исправление сохранится одним щелчком."
+        )
+        with gr.Tab("Распознавание"):
+            with gr.Row():
+                files = gr.File(file_count="multiple", file_types=["image"], label="Фото товаров", height=160)
+            btn = gr.Button("Определить категории", variant="primary")
+            if examples:
+                gr.Examples(examples=[[[p]] for p in examples], inputs=[files], label="Примеры (тестовые изображения)")
+            summary = gr.Markdown()
+            items = gr.State([])
+            with gr.Accordion("Ответ в формате JSON (как у REST API)", open=False):
+                as_json = gr.JSON(label="Результаты")
+            btn.click(ui.categorise, inputs=[files], outputs=[items, summary, as_json], api_name="categorise")
+
+            @gr.render(inputs=[items])
+            def show(shown: list[dict]):
+                engine = ui.engine
+                choices = [_label(engine, i) for i in range(len(engine.classes))]
+                for r in shown:
+                    with gr.Row(equal_height=False):
+                        gr.Image(r["path"], label=r.get("filename") or "фото", height=180, scale=1, buttons=[])
+                        if "error" in r:
+                            gr.Markdown(f"**Ошибка ({r['status']}):** {r['detail']}")
+                            continue
+                        view = np.kron(r["view"], np.ones((6, 6), np.uint8))
+                        gr.Image(
+                            view,
+                            label="Что видит модель (28×28)",
+                            image_mode="L",
+                            format="png",
+                            height=180,
+                            scale=1,
+                            buttons=[],
+                        )
+                        top = {
+                            _label(engine, engine.classes.index(t["category"])): t["probability"] for t in r["top_k"]
+                        }
+                        gr.Label(top, num_top_classes=3, label="Топ-3", scale=2)
+                        with gr.Column(scale=2):
+                            gr.Markdown(_review_md(r, engine))
+                            fix = gr.Radio(choices, value=None, label="Неверно? Выберите правильную категорию")
+                            status = gr.Markdown()
+                            fix.input(lambda c, item_id=r["id"]: ui.correct(item_id, c), inputs=[fix], outputs=[status])
+
+            fb_id, fb_cat = gr.Textbox(visible=False), gr.Textbox(visible=False)
+            fb_out = gr.Textbox(visible=False)
+            gr.Button(visible=False).click(ui.correct, inputs=[fb_id, fb_cat], outputs=[fb_out], api_name="correct")
+        with gr.Tab("Исправления"):
+            gr.Markdown(
+                "Исправления, сделанные на первой вкладке: фото, ответ модели, выбранная категория и время. "
+                "CSV содержит и сами изображения 28×28 (столбец `pixels`) — так исправления попадают в следующее обучение."
+            )
+            refresh = gr.Button("Обновить")
+            table = gr.Dataframe(
+                headers=["Время (UTC)", "Файл", "Модель", "Уверенность", "Исправлено на"], interactive=False
+            )
+            download = gr.Button("Скачать CSV")
+            csv_file = gr.File(label="CSV с исправлениями")
+            refresh.click(ui.table, outputs=[table], api_name="feedback_table")
+            download.click(ui.export_csv, outputs=[csv_file], api_name="feedback_csv")
+        demo.load(ui.table, outputs=[table], api_visibility="private")
+    return demo
+
+
+def mount_ui(app: FastAPI, path: str = "/ui") -> FastAPI:
+    "Mount the UI on `app` at `path`; it uses `app.state.engine` once the lifespan has loaded it."
+    ui = UI(app)
+    app.state.ui = ui
+    return gr.mount_gradio_app(
+        app,
+        build_ui(ui),
+        path=path,
+        ssr_mode=False,
+        allowed_paths=[str(EXAMPLES_DIR)],
+        footer_links=["api"],
+        css=_CSS,
+    )

@@ -1,0 +1,142 @@
+"""Reading images out of requests: multipart files or base64 in JSON, with the byte limits enforced while reading.
+
+The limit is checked on `Content-Length` before anything is read, and again while the body streams in (for chunked
+uploads), so an oversized upload is refused with 413 without being buffered.
+"""
+
+import base64
+import binascii
+import json
+from collections.abc import AsyncIterator
+
+from fastapi import Request
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from fashioncat.serving import Settings, too_large
+
+from .errors import RequestError
+
+_OVERHEAD = 64 * 1024  # multipart headers and JSON around the image
+_HOW = 'send multipart/form-data with the image in a "{field}" file field, or JSON {json_shape}'
+
+
+async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
+    n = 0
+    async for chunk in request.stream():
+        n += len(chunk)
+        if n > limit:
+            raise RequestError(
+                f"the request body exceeds {limit:,} bytes; send smaller or fewer images", 413, "too_large"
+            )
+        yield chunk
+
+
+def _check_length(request: Request, limit: int) -> None:
+    cl = request.headers.get("content-length")
+    if cl and cl.isdigit() and int(cl) > limit:
+        raise RequestError(
+            f"the request body is {int(cl):,} bytes; the limit is {limit:,}. Send smaller or fewer images "
+            "(e.g. resized to 1000 px on the longest side)",
+            413,
+            "too_large",
+        )
+
+
+def _b64(s, what: str) -> bytes:
+    if not isinstance(s, str):
+        raise RequestError(f"{what} must be a base64 string")
+    if s.startswith("data:") and "," in s:  # a data URL: data:image/png;base64,....
+        s = s.split(",", 1)[1]
+    try:
+        return base64.b64decode(s, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise RequestError(f"{what} is not valid base64 ({e})", 400, "bad_base64") from e
+
+
+async def _form(request: Request, limit: int, max_files: int):
+    try:
+        return await MultiPartParser(
+            request.headers, _limited(request, limit), max_files=max_files, max_fields=max_files
+        ).parse()
+    except MultiPartException as e:
+        raise RequestError(f"malformed multipart body: {e.message}") from e
+
+
+async def _json(request: Request, limit: int):
+    body = b"".join([c async for c in _limited(request, limit)])
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RequestError(f"the body is not valid JSON ({e})") from e
+
+
+async def _part_bytes(part, max_bytes: int) -> bytes:
+    if isinstance(part, UploadFile):
+        if part.size is not None and part.size > max_bytes:
+            raise too_large(part.size, max_bytes)
+        return await part.read()
+    raise RequestError(
+        'the image field holds text, not a file upload; send the file itself (curl: -F "file=@photo.jpg")'
+    )
+
+
+def _media(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def read_one(request: Request, s: Settings) -> tuple[str | None, bytes]:
+    "The (filename, bytes) of the single image in a /predict request."
+    how = _HOW.format(field="file", json_shape='{"image_base64": "..."}')
+    media, limit = _media(request), s.max_bytes * 4 // 3 + _OVERHEAD
+    _check_length(request, limit)
+    if media == "multipart/form-data":
+        form = await _form(request, limit, 4)
+        part = form.get("file")
+        if part is None:
+            raise RequestError(f'no "file" field (got {sorted(form.keys())}); {how}')
+        return getattr(part, "filename", None), await _part_bytes(part, s.max_bytes)
+    if media == "application/json":
+        obj = await _json(request, limit)
+        if not isinstance(obj, dict) or "image_base64" not in obj:
+            raise RequestError(f'no "image_base64" key in the JSON body; {how}')
+        return obj.get("filename"), _b64(obj["image_base64"], "image_base64")
+    raise RequestError(f"unsupported content type {media or 'none'!r}; {how}", 415, "unsupported_media_type")
+
+
+async def read_many(request: Request, s: Settings) -> list[tuple[str | None, bytes | Exception]]:
+    "The (filename, bytes or error) of each image in a /predict/batch request; a bad item does not fail the rest."
+    how = _HOW.format(field="files", json_shape='{"images": [{"image_base64": "...", "filename": "..."}, ...]}')
+    media, limit = _media(request), s.max_batch_bytes
+    _check_length(request, limit)
+    items: list[tuple[str | None, bytes | Exception]] = []
+    if media == "multipart/form-data":
+        form = await _form(request, limit, s.max_batch + 1)
+        parts = form.getlist("files") or form.getlist("file")
+        if not parts and form:
+            raise RequestError(f'no "files" fields (got {sorted(form.keys())}); {how}')
+        for part in parts[: s.max_batch + 1]:
+            try:
+                items.append((getattr(part, "filename", None), await _part_bytes(part, s.max_bytes)))
+            except Exception as e:  # noqa: BLE001 - reported as this item's error
+                items.append((getattr(part, "filename", None), e))
+    elif media == "application/json":
+        obj = await _json(request, limit)
+        images = obj.get("images") if isinstance(obj, dict) else obj
+        if not isinstance(images, list):
+            raise RequestError(f'no "images" list in the JSON body; {how}')
+        for i, it in enumerate(images[: s.max_batch + 1]):
+            name, data = (it.get("filename"), it.get("image_base64")) if isinstance(it, dict) else (None, it)
+            try:
+                items.append((name, _b64(data, f"images[{i}].image_base64")))
+            except RequestError as e:
+                items.append((name, e))
+    else:
+        raise RequestError(f"unsupported content type {media or 'none'!r}; {how}", 415, "unsupported_media_type")
+    if not items:
+        raise RequestError(f"the batch is empty; {how}")
+    if len(items) > s.max_batch:
+        raise RequestError(
+            f"more than {s.max_batch} images in one batch; split it into several requests", 413, "too_many_images"
+        )
+    return items
