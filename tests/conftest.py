@@ -1,0 +1,47 @@
+"""Shared fixtures for the service tests: the model (shipped, else a stand-in), real test images, catalogue photos."""
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `app` is a plain folder at the root, not an installed package
+    sys.path.insert(0, str(ROOT))
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session")
+def model_path(tmp_path_factory):
+    "`models/fashioncat-int8.onnx` when committed, else the stand-in (same interface and metadata)."
+    from make_standin_model import model_for_tests
+
+    return model_for_tests(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="session")
+def test_set():
+    "The real Fashion-MNIST test images and labels."
+    from fashioncat.data import load_split
+
+    return load_split("test")
+
+
+@pytest.fixture(scope="session")
+def photos(test_set):
+    "One catalogue-style photo of each kind, from real test images: {kind: (bytes, label)}."
+    from fashioncat.serving import PHOTO_KINDS, catalogue_photo
+
+    x, y = test_set
+    return {k: (catalogue_photo(x[i], k, seed=i), int(y[i])) for i, k in enumerate(PHOTO_KINDS)}
+
+
+@pytest.fixture(scope="session")
+def sample(test_set):
+    "A fixed, class-balanced sample of 50 test indices."
+    _, y = test_set
+    rng = np.random.default_rng(1)
+    return np.concatenate([rng.choice(np.flatnonzero(y == c), 5, replace=False) for c in range(10)])

@@ -1,0 +1,352 @@
+"""The REST API, end to end through the ASGI app (`with TestClient(app)` runs the lifespan that loads the model)."""
+
+import base64
+import io
+import json
+import logging
+import re
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app.logs import JSONFormatter
+from app.main import create_app
+from fashioncat.serving import PHOTO_KINDS, Engine, Settings, catalogue_photo, prepare
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_app(model_path, tmp_path, ui=False, **kw):
+    return create_app(Settings(model_path=str(model_path), data_dir=str(tmp_path / "feedback"), **kw), ui=ui)
+
+
+@pytest.fixture(scope="module")
+def client(model_path, tmp_path_factory):
+    with TestClient(make_app(model_path, tmp_path_factory.mktemp("app"))) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def engine(model_path):
+    return Engine(model_path)
+
+
+def png(a: np.ndarray) -> bytes:
+    b = io.BytesIO()
+    Image.fromarray(a).save(b, "PNG")
+    return b.getvalue()
+
+
+def bomb(w=20_000, h=20_000) -> bytes:
+    "A PNG header claiming w x h pixels, with a tiny body."
+
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+
+    ihdr = chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + ihdr + chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + chunk(b"IEND", b"")
+
+
+def metric(text: str, name: str, **labels) -> float:
+    "The value of one sample in Prometheus exposition text (0 when absent)."
+    for line in text.splitlines():
+        if line.startswith((name + "{", name + " ")):
+            got = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0])) if "{" in line else {}
+            if all(got.get(k) == v for k, v in labels.items()):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+# --- system routes ---
+
+
+def test_health_ready_model(client, engine):
+    assert client.get("/health").json() == {"status": "ok"}
+    r = client.get("/ready")
+    assert r.status_code == 200 and r.json() == {"ready": True, "model_version": engine.info.version}
+    m = client.get("/model").json()
+    assert m["version"] == engine.info.version and m["sha256"] == engine.info.sha256
+    assert [c["category"] for c in m["categories"]][:2] == ["T-shirt/top", "Trouser"]
+    assert m["categories"][9]["category_ru"] == "Ботинки"
+    assert m["review_threshold_effective"] == engine.review_threshold
+    assert m["limits"]["max_batch"] == 64 and "path" not in m
+
+
+# --- /predict on real photos ---
+
+
+@pytest.mark.parametrize("kind", PHOTO_KINDS)
+def test_predict_each_kind_of_photo(client, engine, photos, kind):
+    data, _ = photos[kind]
+    r = client.post("/predict", files={"file": (f"item.{kind}", data, "application/octet-stream")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    expected = engine.result(engine.predict(prepare(data)[None])[0])  # the library's answer for the same bytes
+    assert body["category"] == expected["category"] and body["category_ru"] == expected["category_ru"]
+    assert body["confidence"] == pytest.approx(expected["confidence"], abs=1e-5)
+    assert [t["category"] for t in body["top_k"]] == [t["category"] for t in expected["top_k"]]
+    assert body["top_k"][0]["probability"] == body["confidence"] and len(body["top_k"]) == 3
+    assert body["needs_review"] == (body["confidence"] < engine.review_threshold)
+    assert body["model_version"] == engine.info.version
+    assert body["request_id"] == r.headers["x-request-id"]
+    w, h = Image.open(io.BytesIO(data)).size
+    assert body["image"]["bytes"] == len(data) and {body["image"]["width"], body["image"]["height"]} == {w, h}
+
+
+def test_photos_are_categorised_as_well_as_raw_images(client, engine, test_set, sample):
+    "Through the API, catalogue photos score within 10 points of the raw 28x28 images (the notebook's test is 3)."
+    x, y = test_set
+    files = [
+        ("files", (f"{i}.img", catalogue_photo(x[i], PHOTO_KINDS[k % 9], seed=k), "image/*"))
+        for k, i in enumerate(sample)
+    ]
+    r = client.post("/predict/batch", files=files)
+    assert r.status_code == 200
+    got = np.array([res["class_index"] for res in r.json()["results"]])
+    acc_api, acc_raw = (got == y[sample]).mean(), (engine.predict(x[sample]).argmax(1) == y[sample]).mean()
+    assert acc_api >= acc_raw - 0.10, (acc_api, acc_raw)
+
+
+def test_predict_json_base64_and_data_url(client, photos):
+    data, _ = photos["png"]
+    a = client.post("/predict", files={"file": ("a.png", data, "image/png")}).json()
+    b64 = base64.b64encode(data).decode()
+    b = client.post("/predict", json={"image_base64": b64, "filename": "a.png"})
+    c = client.post("/predict", json={"image_base64": "data:image/png;base64," + b64})
+    assert b.status_code == c.status_code == 200
+    assert a["category"] == b.json()["category"] == c.json()["category"]
+    assert a["confidence"] == b.json()["confidence"] and b.json()["filename"] == "a.png"
+
+
+def test_dataset_image_passes_through(client, engine, test_set):
+    x, _ = test_set
+    body = client.post("/predict", files={"file": ("x.png", png(x[0]), "image/png")}).json()
+    assert body["confidence"] == pytest.approx(float(engine.predict(x[:1])[0].max()), abs=1e-5)
+
+
+# --- every bad input gets its 4xx ---
+
+TRUNC = catalogue_photo(np.full((28, 28), 200, np.uint8), "jpeg")[:400]
+BAD = [
+    ("empty", b"", 400, "empty"),
+    ("text", b"just some text, not a picture", 415, "not_an_image"),
+    ("pdf", b"%PDF-1.7\n...", 415, "unsupported_format"),
+    ("heic", b"\x00\x00\x00\x18ftypheic" + b"\x00" * 64, 415, "unsupported_format"),
+    ("svg", b'<svg xmlns="http://www.w3.org/2000/svg"/>', 415, "unsupported_format"),
+    ("truncated_jpeg", TRUNC, 422, "corrupt_image"),
+    ("corrupt_gif", b"GIF89a" + b"\x01" * 30, 422, "corrupt_image"),
+    ("bomb_400mp", bomb(), 413, "too_many_pixels"),
+    ("over_40mp", bomb(8_000, 6_000), 413, "too_many_pixels"),
+]
+
+
+@pytest.mark.parametrize("name,data,status,code", BAD, ids=[b[0] for b in BAD])
+def test_bad_inputs(client, name, data, status, code):
+    r = client.post("/predict", files={"file": (name, data, "application/octet-stream")})
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["error"] == code and body["request_id"] == r.headers["x-request-id"] and len(body["detail"]) > 20
+    j = client.post("/predict", json={"image_base64": base64.b64encode(data).decode()})
+    assert (j.status_code, j.json()["error"]) == (status, code)
+
+
+def test_oversized_upload_is_refused(client):
+    big = b"\xff\xd8\xff" + b"\x00" * (10 * 2**20)  # 10 MiB + 3 bytes: over the 10 MiB limit
+    r = client.post("/predict", files={"file": ("big.jpg", big, "image/jpeg")})
+    assert r.status_code == 413 and r.json()["error"] == "too_large"
+    assert "10,485,760" in r.json()["detail"]
+    r = client.post("/predict", json={"image_base64": base64.b64encode(big + b"\x00" * 4 * 2**20).decode()})
+    assert r.status_code == 413 and "request body" in r.json()["detail"]
+
+
+def test_oversized_chunked_upload_is_refused_while_streaming(client):
+    def chunks():
+        yield b'{"image_base64": "'
+        for _ in range(20):
+            yield b"A" * 2**20
+
+    r = client.post("/predict", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"] == "too_large"
+
+
+@pytest.mark.parametrize(
+    "kwargs,status,code",
+    [
+        ({"content": b"abc", "headers": {"content-type": "text/plain"}}, 415, "unsupported_media_type"),
+        ({"json": {"image": "x"}}, 400, "bad_request"),
+        ({"json": {"image_base64": "not base64!"}}, 400, "bad_base64"),
+        ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, "bad_request"),
+        ({"files": {"other": ("a.png", b"x", "image/png")}}, 400, "bad_request"),
+        ({"data": {"file": "a text field"}, "files": {"x": ("a", b"", "text/plain")}}, 400, "bad_request"),
+    ],
+    ids=["text_plain", "json_without_image", "bad_base64", "invalid_json", "no_file_field", "file_as_text"],
+)
+def test_malformed_requests(client, kwargs, status, code):
+    r = client.post("/predict", **kwargs)
+    assert r.status_code == status, r.text
+    assert r.json()["error"] == code and r.json()["detail"]
+
+
+# --- batch ---
+
+
+def test_batch_with_one_bad_item(client, engine, photos):
+    kinds = ["jpeg", "webp", "transparent"]
+    files = [("files", (f"{k}.img", photos[k][0], "image/*")) for k in kinds]
+    files.insert(2, ("files", ("broken.jpg", TRUNC, "image/jpeg")))
+    r = client.post("/predict/batch", files=files)
+    assert r.status_code == 200
+    body = r.json()
+    assert (body["count"], body["errors"]) == (4, 1)
+    assert [x["index"] for x in body["results"]] == [0, 1, 2, 3]
+    bad = body["results"][2]
+    assert (bad["filename"], bad["error"], bad["status"]) == (
+        "broken.jpg",
+        "corrupt_image",
+        422,
+    ) and "category" not in bad
+    for res, k in zip([body["results"][i] for i in (0, 1, 3)], kinds):
+        assert res["category"] == engine.result(engine.predict(prepare(photos[k][0])[None])[0])["category"]
+
+
+def test_batch_json(client, photos):
+    images = [{"image_base64": base64.b64encode(photos[k][0]).decode(), "filename": k} for k in ("png", "gif")]
+    images.append({"image_base64": "###", "filename": "junk"})
+    body = client.post("/predict/batch", json={"images": images}).json()
+    assert body["count"] == 3 and body["errors"] == 1 and body["results"][2]["error"] == "bad_base64"
+    assert [x["filename"] for x in body["results"]] == ["png", "gif", "junk"]
+
+
+def test_batch_limits(model_path, tmp_path, photos):
+    with TestClient(make_app(model_path, tmp_path, max_batch=3)) as c:
+        files = [("files", (f"{i}.png", photos["png"][0], "image/png")) for i in range(4)]
+        r = c.post("/predict/batch", files=files)
+        assert r.status_code == 413 and r.json()["error"] == "too_many_images" and "more than 3" in r.json()["detail"]
+        assert c.post("/predict/batch", files=files[:3]).json()["count"] == 3
+        r = c.post("/predict/batch", json={"images": []})
+        assert r.status_code == 400 and "empty" in r.json()["detail"]
+
+
+# --- API keys ---
+
+
+def test_api_keys_on(model_path, tmp_path, photos):
+    with TestClient(make_app(model_path, tmp_path, api_keys="k-one, k-two")) as c:
+        f = {"file": ("a.png", photos["png"][0], "image/png")}
+        r = c.post("/predict", files=f)
+        assert r.status_code == 401 and r.json()["error"] == "unauthorized" and "missing" in r.json()["detail"]
+        r = c.post("/predict", files=f, headers={"X-API-Key": "wrong"})
+        assert r.status_code == 401 and "invalid" in r.json()["detail"]
+        assert c.post("/predict", files=f, headers={"X-API-Key": "k-two"}).status_code == 200
+        assert c.post("/predict/batch", files=[("files", f["file"])]).status_code == 401
+        assert c.post("/predict/batch", files=[("files", f["file"])], headers={"X-API-Key": "k-one"}).status_code == 200
+        assert c.get("/health").status_code == 200 and c.get("/metrics").status_code == 200
+
+
+def test_api_keys_off_by_default(client, photos):
+    assert Settings().api_key_set == set()
+    assert client.post("/predict", files={"file": ("a.png", photos["png"][0], "image/png")}).status_code == 200
+
+
+# --- request ids, errors, logs, metrics ---
+
+
+def test_request_id_is_echoed(client):
+    r = client.get("/health", headers={"X-Request-ID": "order-42.a_b"})
+    assert r.headers["x-request-id"] == "order-42.a_b"
+    r = client.get("/health", headers={"X-Request-ID": "bad id with spaces"})
+    assert re.fullmatch(r"[0-9a-f]{32}", r.headers["x-request-id"])
+
+
+def test_server_error_answers_json_with_request_id(model_path, tmp_path, photos):
+    app = make_app(model_path, tmp_path)
+    with TestClient(app, raise_server_exceptions=False) as c:
+
+        def boom(x):
+            raise RuntimeError("simulated failure")
+
+        app.state.engine.predict = boom
+        r = c.post("/predict", files={"file": ("a.png", photos["png"][0], "image/png")})
+        assert r.status_code == 500
+        body = r.json()
+        assert body["error"] == "server_error" and "simulated" not in body["detail"]
+        assert body["request_id"] and body["request_id"] == r.headers["x-request-id"]
+        assert metric(c.get("/metrics").text, "fashioncat_requests_total", route="/predict", status="500") >= 1
+
+
+def test_one_json_log_line_per_request(client, photos):
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JSONFormatter())
+    log = logging.getLogger("fashioncat.access")
+    log.addHandler(handler)
+    try:
+        data = photos["jpeg"][0]
+        r1 = client.post(
+            "/predict", files={"file": ("a.jpg", data, "image/jpeg")}, headers={"X-Request-ID": "log-test-1"}
+        )
+        client.post(
+            "/predict", files={"file": ("b.txt", b"hello", "text/plain")}, headers={"X-Request-ID": "log-test-2"}
+        )
+    finally:
+        log.removeHandler(handler)
+    lines = [json.loads(s) for s in stream.getvalue().splitlines()]
+    assert [x["request_id"] for x in lines] == ["log-test-1", "log-test-2"]
+    ok, bad = lines
+    assert (ok["route"], ok["method"], ok["status"]) == ("/predict", "POST", 200)
+    assert ok["category"] == r1.json()["category"] and ok["confidence"] == r1.json()["confidence"]
+    assert ok["image"]["bytes"] == len(data) and ok["latency_ms"] > 0 and ok["level"] == "INFO"
+    assert (bad["status"], bad["error"]) == (415, "not_an_image")
+    assert all(len(s) < 1000 for s in stream.getvalue().splitlines())  # never the image
+
+
+def test_metrics(client, photos):
+    before = client.get("/metrics").text
+    body = client.post("/predict", files={"file": ("a.png", photos["png"][0], "image/png")}).json()
+    client.post("/predict/batch", files=[("files", ("a.png", photos["png"][0], "image/png"))] * 3)
+    client.post("/predict", files={"file": ("t.txt", b"text", "text/plain")})
+    after = client.get("/metrics")
+    assert after.headers["content-type"].startswith("text/plain")
+    a = after.text
+
+    def delta(name, **labels):
+        return metric(a, name, **labels) - metric(before, name, **labels)
+
+    assert delta("fashioncat_requests_total", route="/predict", method="POST", status="200") == 1
+    assert delta("fashioncat_requests_total", route="/predict", method="POST", status="415") == 1
+    assert delta("fashioncat_requests_total", route="/predict/batch", method="POST", status="200") == 1
+    assert delta("fashioncat_request_latency_seconds_count", route="/predict") == 2
+    assert delta("fashioncat_inference_latency_seconds_count") == 2
+    assert delta("fashioncat_batch_size_bucket", le="2.0") == 1 and delta("fashioncat_batch_size_bucket", le="4.0") == 2
+    assert delta("fashioncat_predictions_total", category=body["category"]) == 4
+    assert delta("fashioncat_confidence_count") == 4 and delta("fashioncat_confidence_bucket", le="0.95") in (0, 4)
+    assert delta("fashioncat_needs_review_total") == (4 if body["needs_review"] else 0)
+    assert metric(a, "fashioncat_model_info", version=body["model_version"]) == 1
+    assert metric(a, "process_resident_memory_bytes") > 1e6 and "process_cpu_seconds_total" in a
+    assert "# TYPE fashioncat_feedback_total counter" in a
+
+
+def test_routes_are_labelled_by_template(client):
+    client.get("/no/such/path/123")
+    text = client.get("/metrics").text
+    assert 'route="unmatched"' in text and "/no/such" not in text
+
+
+# --- layering ---
+
+
+def test_serving_and_app_import_no_torch():
+    code = (
+        "import sys, fashioncat.serving, app.main, app.ui; "
+        "bad = [m for m in ('torch', 'fastai', 'torchvision') if m in sys.modules]; "
+        "assert not bad, bad; print('ok')"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]

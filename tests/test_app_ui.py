@@ -1,0 +1,167 @@
+"""The merchandisers' UI through `gradio_client`, against a real uvicorn server on loopback (started and stopped here)."""
+
+import csv
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from app.feedback import CSV_COLUMNS, FeedbackStore
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "app" / "examples").glob("*.png"))
+
+
+def read_csv(path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(model_path, tmp_path_factory):
+    "uvicorn app.main:app on 127.0.0.1:<free port>, with the test model and a fresh feedback directory."
+    data_dir = tmp_path_factory.mktemp("ui-data")
+    port = free_port()
+    env = {**os.environ, "FASHIONCAT_MODEL_PATH": str(model_path), "FASHIONCAT_DATA_DIR": str(data_dir)}
+    env |= {"GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
+    url = f"http://127.0.0.1:{port}"
+    with open(data_dir / "server.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(240):
+            if proc.poll() is not None:
+                break
+            try:
+                if httpx.get(url + "/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        else:
+            pytest.fail("server not ready in 60 s")
+        if proc.poll() is not None:
+            pytest.fail("server exited: " + (data_dir / "server.log").read_text()[-3000:])
+        yield {"url": url, "data_dir": data_dir, "log": data_dir / "server.log"}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def ui(server):
+    from gradio_client import Client
+
+    return Client(server["url"] + "/ui/", verbose=False)
+
+
+def test_ui_page_is_served(server):
+    r = httpx.get(server["url"] + "/ui/", timeout=10)
+    assert r.status_code == 200 and "gradio" in r.text.lower()
+
+
+def test_ui_categorise_and_correct(server, ui, photos):
+    from gradio_client import handle_file
+
+    d = server["data_dir"]
+    (d / "jacket.jpg").write_bytes(photos["jpeg"][0])
+    (d / "cutout.png").write_bytes(photos["transparent"][0])
+    (d / "notes.png").write_bytes(b"not an image at all")
+    summary, results = ui.predict(
+        [handle_file(str(d / n)) for n in ("jacket.jpg", "cutout.png", "notes.png")], api_name="/categorise"
+    )
+    assert summary.startswith("Обработано фото: 3.") and "Ошибок: 1." in summary
+    assert [r.get("filename") for r in results] == ["jacket.jpg", "cutout.png", "notes.png"]
+    ok = results[0]
+    api = httpx.post(server["url"] + "/predict", files={"file": ("jacket.jpg", photos["jpeg"][0])}).json()
+    assert (ok["category"], ok["confidence"]) == (api["category"], api["confidence"])  # the UI and the API agree
+    assert len(ok["top_k"]) == 3 and isinstance(ok["needs_review"], bool)
+    assert results[2]["error"] == "not_an_image" and results[2]["status"] == 415
+
+    wrong = next(i for i in range(10) if i != ok["class_index"])
+    names = httpx.get(server["url"] + "/model").json()["categories"][wrong]
+    label = f"{names['category_ru']} ({names['category']})"
+    msg = ui.predict(ok["id"], label, api_name="/correct")
+    assert msg.startswith("Сохранено: " + label)
+    ui.predict(results[1]["id"], names["category"], api_name="/correct")  # English names work too
+
+    rows = ui.predict(api_name="/feedback_table")
+    got = rows["data"] if isinstance(rows, dict) else rows
+    assert [r[4] for r in got] == [names["category"]] * 2 and got[1][1] == "jacket.jpg" and got[1][2] == ok["category"]
+
+    csv_path = ui.predict(api_name="/feedback_csv")
+    out = read_csv(csv_path)
+    assert list(out[0]) == CSV_COLUMNS and [r["filename"] for r in out] == ["jacket.jpg", "cutout.png"]
+    assert int(out[0]["chosen_index"]) == wrong and len(out[0]["pixels"].split()) == 784
+
+    with sqlite3.connect(d / "feedback.sqlite") as db:
+        (n, image) = db.execute(
+            "SELECT COUNT(*), (SELECT image FROM feedback ORDER BY id LIMIT 1) FROM feedback"
+        ).fetchone()
+    assert n == 2 and image == photos["jpeg"][0]
+
+    metrics = httpx.get(server["url"] + "/metrics").text
+    assert f'fashioncat_feedback_total{{category="{names["category"]}"}} 2.0' in metrics
+    assert 'route="/ui/gradio_api/queue/join"' in metrics or 'route="/ui/' in metrics
+
+
+def test_ui_rejects_unknown_category_and_stale_ids(ui):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="Неизвестная категория"):
+        ui.predict("whatever", "Kilt", api_name="/correct")
+    with pytest.raises(AppError, match="устарел"):
+        ui.predict("no-such-id", "Trouser", api_name="/correct")
+
+
+def test_server_logs_are_json_lines(server):
+    import json
+
+    lines = [json.loads(s) for s in server["log"].read_text().splitlines() if s.startswith("{")]
+    assert any(x["msg"] == "model loaded" for x in lines)
+    assert any(x.get("route") == "/predict" and x.get("status") == 200 for x in lines)
+
+
+def test_examples_are_real_test_images(model_path):
+    "The committed examples: one per category, recognised as images and categorised by the model."
+    from fashioncat.serving import Engine
+
+    assert len(EXAMPLES) == 10 and all(p.stat().st_size < 60_000 for p in EXAMPLES)
+    res = Engine(model_path).predict_images(EXAMPLES)
+    assert all("category" in r for r in res)
+    assert sum(r["class_index"] == int(p.name[0]) for r, p in zip(res, EXAMPLES)) >= 6
+
+
+def test_feedback_store_roundtrip(tmp_path):
+    store = FeedbackStore(tmp_path / "fb" / "feedback.sqlite")
+    view = np.arange(784, dtype=np.uint8).reshape(28, 28)
+    kw = {
+        "image": b"img",
+        "view": view,
+        "filename": "a.png",
+        "predicted": "Shirt",
+        "confidence": 0.5,
+        "model_version": "v1",
+    }
+    assert store.add(**kw, chosen="Coat", chosen_index=4) == 1
+    assert store.add(**kw, chosen="Dress", chosen_index=3) == 2
+    assert store.count() == 2 and [r["chosen"] for r in store.rows()] == ["Dress", "Coat"]
+    rows = read_csv(store.to_csv(tmp_path / "out.csv"))
+    assert [r["chosen"] for r in rows] == ["Coat", "Dress"]
+    assert np.array_equal(np.array(rows[0]["pixels"].split(), dtype=np.uint8).reshape(28, 28), view)
