@@ -356,22 +356,14 @@ def exported(metrics_text: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def served_model(tmp_path_factory) -> Path:
-    "The shipped model when it is committed, else the tests' stand-in with the same interface."
-    from make_standin_model import model_for_tests
-
-    return model_for_tests(tmp_path_factory.mktemp("model"))
-
-
-@pytest.fixture(scope="module")
-def app_metrics(served_model, tmp_path_factory) -> str:
+def app_metrics(model_path, tmp_path_factory) -> str:
     "The app's /metrics after a prediction, a probe and a broken upload (the UI mounted, as in production)."
     from fastapi.testclient import TestClient
 
     from app.main import create_app
     from fashioncat.serving import Settings
 
-    settings = Settings(model_path=str(served_model), data_dir=str(tmp_path_factory.mktemp("feedback")))
+    settings = Settings(model_path=str(model_path), data_dir=str(tmp_path_factory.mktemp("feedback")))
     with TestClient(create_app(settings, ui=True)) as client:
         assert client.get("/ready").status_code == 200
         r = client.post("/predict", files={"file": ("item.png", png_bytes(), "image/png")})
@@ -450,7 +442,7 @@ def stop(proc: subprocess.Popen):
 
 @needs_app
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus not installed (apt-get install prometheus)")
-def test_real_prometheus_scrapes_the_api(tmp_path, served_model):
+def test_real_prometheus_scrapes_the_api(tmp_path, model_path):
     "uvicorn and Debian's Prometheus on 127.0.0.1; the metric read back through Prometheus's HTTP API."
     import os
     import sys
@@ -460,7 +452,7 @@ def test_real_prometheus_scrapes_the_api(tmp_path, served_model):
     api_port, prom_port = free_port(), free_port()
     api_url, prom_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{prom_port}"
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", OMP_NUM_THREADS="1")
-    env.update(FASHIONCAT_MODEL_PATH=str(served_model), FASHIONCAT_DATA_DIR=str(tmp_path / "feedback"))
+    env.update(FASHIONCAT_MODEL_PATH=str(model_path), FASHIONCAT_DATA_DIR=str(tmp_path / "feedback"))
     cmd = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(api_port)]
     api = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=(tmp_path / "api.log").open("wb"), stderr=subprocess.STDOUT)
     prom = None
