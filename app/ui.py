@@ -128,13 +128,26 @@ def build_ui(ui: UI) -> gr.Blocks:
             with gr.Row():
                 files = gr.File(file_count="multiple", file_types=["image"], label="Фото товаров", height=160)
             btn = gr.Button("Определить категории", variant="primary")
-            if examples:
-                gr.Examples(examples=[[[p]] for p in examples], inputs=[files], label="Примеры (тестовые изображения)")
+            gallery = gr.Gallery(
+                [(p, Path(p).stem.split("_", 1)[1]) for p in examples],
+                label="Примеры из тестового набора: щёлкните, чтобы распознать",
+                columns=10,
+                height=150,
+                allow_preview=False,
+                visible=bool(examples),
+            )
             summary = gr.Markdown()
             items = gr.State([])
             with gr.Accordion("Ответ в формате JSON (как у REST API)", open=False):
                 as_json = gr.JSON(label="Результаты")
             btn.click(ui.categorise, inputs=[files], outputs=[items, summary, as_json], api_name="categorise")
+
+            def pick(evt: gr.SelectData) -> list[str]:
+                return [examples[evt.index]]
+
+            gallery.select(pick, outputs=[files], api_visibility="private").then(
+                ui.categorise, inputs=[files], outputs=[items, summary, as_json], api_visibility="private"
+            )
 
             @gr.render(inputs=[items])
             def show(shown: list[dict]):
