@@ -342,10 +342,20 @@ def test_routes_are_labelled_by_template(client):
 # --- layering ---
 
 
-def test_serving_and_app_import_no_torch():
+def test_serving_and_app_import_no_torch(model_path, tmp_path):
+    "In a fresh process: no torch/fastai after importing the service, and it serves with training packages blocked."
     code = (
-        "import sys, fashioncat.serving, app.main, app.ui; "
-        "bad = [m for m in ('torch', 'fastai', 'torchvision') if m in sys.modules]; "
+        "import sys\n"
+        "for m in ('torch', 'torchvision', 'fastai', 'onnx', 'onnxscript', 'sklearn', 'safetensors'): sys.modules[m] = None\n"
+        "import fashioncat.serving, app.main, app.ui\n"
+        "from fastapi.testclient import TestClient\n"
+        "from fashioncat.serving import Settings\n"
+        f"s = Settings(model_path={str(model_path)!r}, data_dir={str(tmp_path)!r})\n"
+        "with TestClient(app.main.create_app(s)) as c:\n"
+        "    assert c.get('/ready').status_code == 200 and c.get('/ui/').status_code == 200\n"
+        "    r = c.post('/predict', files={'file': ('a.png', open('app/examples/1_trouser.png', 'rb').read())})\n"
+        "    assert r.status_code == 200, r.text\n"
+        "bad = [m for m in ('torch', 'fastai', 'torchvision') if sys.modules.get(m) is not None]\n"
         "assert not bad, bad; print('ok')"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)
