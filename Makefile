@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: help data install test check-sync nbtest pytest lint serve serve-install bench clean image-smoke load-test
+.PHONY: help data install test check-sync nbtest pytest gate lint serve serve-install bench clean image-smoke load-test
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -37,7 +37,10 @@ nbtest: install  ## notebook tests (fast; add FLAGS=slow for full training)
 pytest: install  ## service and integration tests
 	$(VENV)/bin/pytest -q tests
 
-test: check-sync nbtest pytest  ## THE test command: install from scratch, check notebooks, run every test
+gate: install  ## quality gate: the shipped ONNX model on the test set vs reports/fashioncat/metrics.json and the spec's floors (skips until exported)
+	OMP_NUM_THREADS=1 $(VENV)/bin/fashioncat_gate
+
+test: check-sync nbtest pytest gate  ## THE test command: install from scratch, check notebooks, run every test
 
 lint: install  ## ruff on hand-written code
 	$(VENV)/bin/ruff check app tests bench && $(VENV)/bin/ruff format --check app tests bench
