@@ -18,7 +18,7 @@ from fashioncat.serving import Engine, Settings
 from .errors import install_error_handlers
 from .feedback import FeedbackStore
 from .logs import app_log, setup_logging
-from .metrics import MODEL_INFO
+from .metrics import Metrics
 from .middleware import RequestContext
 from .routers import predict, system
 
@@ -31,8 +31,8 @@ async def lifespan(app: FastAPI):
     engine = await run_in_threadpool(Engine.from_settings, s)
     app.state.engine = engine
     app.state.feedback = FeedbackStore(Path(s.data_dir) / "feedback.sqlite")
-    MODEL_INFO.clear()
-    MODEL_INFO.labels(engine.info.version, engine.info.commit, engine.info.architecture).set(1)
+    app.state.metrics.model_info.clear()
+    app.state.metrics.model_info.labels(engine.info.version, engine.info.commit, engine.info.architecture).set(1)
     loaded = {
         "model": Path(engine.info.path).name,
         "version": engine.info.version,
@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None, ui: bool = True) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = None
+    app.state.metrics = Metrics()
     install_error_handlers(app)
     app.include_router(predict.router)
     app.include_router(system.router)
@@ -62,7 +63,7 @@ def create_app(settings: Settings | None = None, ui: bool = True) -> FastAPI:
         from .ui import mount_ui
 
         mount_ui(app)
-    app.add_middleware(RequestContext)
+    app.add_middleware(RequestContext, metrics=app.state.metrics)
     return app
 
 

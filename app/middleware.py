@@ -12,7 +12,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .logs import access_log
-from .metrics import REQUEST_LATENCY, REQUESTS
+from .metrics import Metrics
 
 _GOOD_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -29,8 +29,8 @@ def route_label(scope: Scope, root_path: str = "") -> str:
 class RequestContext:
     "Assign a request id, time the request, log one JSON line and count it."
 
-    def __init__(self, app: ASGIApp):
-        self.app = app
+    def __init__(self, app: ASGIApp, metrics: Metrics):
+        self.app, self.metrics = app, metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -57,8 +57,8 @@ class RequestContext:
         finally:
             dt = time.perf_counter() - t0
             route = route_label(scope, root)
-            REQUESTS.labels(route, scope["method"], str(status)).inc()
-            REQUEST_LATENCY.labels(route).observe(dt)
+            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+            self.metrics.request_latency.labels(route).observe(dt)
             access_log.info(
                 "request",
                 extra={

@@ -7,11 +7,11 @@ import numpy as np
 
 from fashioncat.serving import Engine, ServingError, error_dict, fashion_mnist_view, load_image
 
-from .metrics import BATCH_SIZE, INFERENCE_LATENCY, observe_results
+from .metrics import Metrics
 
 
 def categorise(
-    engine: Engine, items: list[tuple[str | None, bytes | Exception]], *, errors: str = "return"
+    engine: Engine, metrics: Metrics, items: list[tuple[str | None, bytes | Exception]], *, errors: str = "return"
 ) -> list[dict]:
     """One result per `(filename, data)` item, in order; with `errors='raise'` the first bad input raises its
     `ServingError`. Results carry `image` (bytes, width, height) and `view` (the 28x28 uint8 model input)."""
@@ -33,14 +33,14 @@ def categorise(
     if views:
         t0 = time.perf_counter()
         probs = engine.predict(np.stack(views))
-        INFERENCE_LATENCY.observe(time.perf_counter() - t0)
-        BATCH_SIZE.observe(len(views))
+        metrics.inference_latency.observe(time.perf_counter() - t0)
+        metrics.batch_size.observe(len(views))
         it = iter(zip(probs, views, meta))
         for i, r in enumerate(out):
             if r is None:
                 p, v, m = next(it)
                 out[i] = {**m, **engine.result(p), "view": v}
-    observe_results(out)
+    metrics.observe_results(out)
     return out
 
 

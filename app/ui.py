@@ -17,7 +17,6 @@ from fastapi import FastAPI
 from fashioncat.serving import Engine
 
 from .feedback import FeedbackStore
-from .metrics import FEEDBACK
 from .service import categorise as run_categorise
 
 EXAMPLES_DIR = Path(__file__).parent / "examples"
@@ -54,7 +53,7 @@ class UI:
         if not files:
             return [], "Загрузите одно или несколько фото товаров.", []
         items = [(Path(f).name, Path(f).read_bytes()) for f in files]
-        results = run_categorise(self.engine, items)
+        results = run_categorise(self.engine, self.app.state.metrics, items)
         shown, public = [], []
         for f, r in zip(files, results):
             item_id = uuid.uuid4().hex[:12]
@@ -93,7 +92,7 @@ class UI:
             chosen_index=i,
             model_version=engine.info.version,
         )
-        FEEDBACK.labels(engine.classes[i]).inc()
+        self.app.state.metrics.feedback.labels(engine.classes[i]).inc()
         return f"Сохранено: {_label(engine, i)} (модель: {item['predicted']})."
 
     def table(self) -> list[list]:

@@ -45,7 +45,7 @@ async def predict(request: Request, engine: EngineDep, s: SettingsDep):
     """A multipart `file`, or JSON `{"image_base64": ...}`. Returns the category (English and Russian), its
     confidence, the top-k, and `needs_review` when the confidence is below the model's review threshold."""
     item = await read_one(request, s)
-    (r,) = await run_in_threadpool(categorise, engine, [item], errors="raise")
+    (r,) = await run_in_threadpool(categorise, engine, request.app.state.metrics, [item], errors="raise")
     rid = request.state.request_id
     request.state.log.update(
         category=r["category"], confidence=r["confidence"], needs_review=r["needs_review"], image=r["image"]
@@ -72,7 +72,7 @@ async def predict_batch(request: Request, engine: EngineDep, s: SettingsDep):
     """Up to `FASHIONCAT_MAX_BATCH` images as multipart `files` fields, or JSON `{"images": [...]}`. A bad image
     gets its own error entry (`error`, `status`, `detail`) and does not fail the others."""
     items = await read_many(request, s)
-    results = await run_in_threadpool(categorise, engine, items)
+    results = await run_in_threadpool(categorise, engine, request.app.state.metrics, items)
     out = [{"index": i, **public(r)} for i, r in enumerate(results)]
     n_err = sum("error" in r for r in out)
     request.state.log.update(batch_size=len(out), errors=n_err)

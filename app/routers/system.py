@@ -3,8 +3,6 @@
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from ..metrics import render
-
 router = APIRouter(tags=["system"])
 
 
@@ -49,6 +47,6 @@ async def model(request: Request):
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics():
-    data, ctype = render()
+async def metrics(request: Request):
+    data, ctype = request.app.state.metrics.render()
     return Response(data, media_type=ctype)
