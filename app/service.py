@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 
-from fashioncat.serving import Engine, ServingError, error_dict, fashion_mnist_view, load_image
+from fashioncat.serving import Engine, ServingError, error_dict, photo_view
 
 from .metrics import Metrics
 
@@ -22,9 +22,9 @@ def categorise(
         try:
             if isinstance(data, Exception):
                 raise data
-            im = load_image(data, engine.max_bytes, engine.max_pixels)
-            views.append(fashion_mnist_view(im))
-            meta.append({"filename": name, "image": {"bytes": len(data), "width": im.width, "height": im.height}})
+            view, (w, h) = photo_view(data, engine.max_bytes, engine.max_pixels)
+            views.append(view)
+            meta.append({"filename": name, "image": {"bytes": len(data), "width": w, "height": h}})
             out.append(None)
         except ServingError as e:
             if errors == "raise":
