@@ -44,7 +44,7 @@ async def lifespan(app: FastAPI):
 
 
 def create_app(settings: Settings | None = None, ui: bool = True) -> FastAPI:
-    "The API (and, with `ui`, the Gradio UI mounted on /ui), configured by `settings` or the environment."
+    "The API (and, with `ui` and `settings.ui_enabled`, the Gradio UI on /ui), configured by `settings` or the environment."
     settings = settings or Settings()
     setup_logging(settings.log_level)
     app = FastAPI(
@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None, ui: bool = True) -> FastAPI:
     install_error_handlers(app)
     app.include_router(predict.router)
     app.include_router(system.router)
-    if ui:
+    if ui and settings.ui_enabled:  # FASHIONCAT_UI_ENABLED=false: API only
         from .ui import mount_ui
 
         mount_ui(app)

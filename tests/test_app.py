@@ -360,3 +360,13 @@ def test_serving_and_app_import_no_torch(model_path, tmp_path):
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
+
+
+def test_ui_can_be_turned_off(model_path, tmp_path):
+    "FASHIONCAT_UI_ENABLED=false serves the API only: /ui is not mounted (the API keys do not cover the UI)."
+    app = make_app(model_path, tmp_path, ui=True, ui_enabled=False)
+    assert not hasattr(app.state, "ui")
+    with TestClient(app) as c:
+        assert c.get("/ui/").status_code == 404
+        assert c.get("/ready").status_code == 200
+    assert Settings(_env_file=None).ui_enabled is True
