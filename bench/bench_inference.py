@@ -140,7 +140,7 @@ def prepare(args, tmp: Path) -> tuple[str, dict]:
         if not files["fp32"].exists():
             export_onnx(folder, files["fp32"])
         xtr, ytr, _, _ = recipe_split(cfg)
-        calib = calibration_images(xtr, ytr, 512)
+        calib = calibration_images(xtr, ytr, 1024)  # as fashioncat_export
         if not files["int8"].exists():
             quantize_int8(files["fp32"], files["int8"], calib)
         if args.compare_quant:
