@@ -5,8 +5,10 @@
 Settings come from `FASHIONCAT_*` environment variables (`fashioncat.serving.Settings`).
 """
 
+import asyncio
+import contextlib
 import time
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -21,11 +23,13 @@ from .logs import app_log, setup_logging
 from .metrics import Metrics
 from .middleware import RequestContext
 from .routers import predict, system
+from .ui_mount import mount_ui_placeholder, start_ui
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI):
-    "Load and warm up the engine once, before the first request; open the feedback store."
+    """Load and warm up the engine once, before the first request; open the feedback store. Then start the UI in the
+    background: the API (and `/ready`) does not wait for gradio, and `/ui` answers 503 until the UI is up."""
     s: Settings = app.state.settings
     t0 = time.perf_counter()
     engine = await run_in_threadpool(Engine.from_settings, s)
@@ -39,8 +43,17 @@ async def lifespan(app: FastAPI):
         "review_threshold": engine.review_threshold,
     }
     app_log.info("model loaded", extra={**loaded, "load_s": round(time.perf_counter() - t0, 3)})
-    yield
+    async with AsyncExitStack() as stack:  # on shutdown: the UI's own lifespan first, then the task if still running
+        if app.state.ui_mount is not None:
+            stack.push_async_callback(_cancel, asyncio.create_task(start_ui(app, stack)))
+        yield
     app.state.engine = None
+
+
+async def _cancel(task: asyncio.Task) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def create_app(settings: Settings | None = None, ui: bool = True) -> FastAPI:
@@ -56,13 +69,12 @@ def create_app(settings: Settings | None = None, ui: bool = True) -> FastAPI:
     app.state.settings = settings
     app.state.engine = None
     app.state.metrics = Metrics()
+    app.state.ui_mount = None
     install_error_handlers(app)
     app.include_router(predict.router)
     app.include_router(system.router)
     if ui and settings.ui_enabled:  # FASHIONCAT_UI_ENABLED=false: API only
-        from .ui import mount_ui
-
-        mount_ui(app)
+        mount_ui_placeholder(app)  # the Gradio app replaces it once the lifespan has built it (app/ui_mount.py)
     app.add_middleware(RequestContext, metrics=app.state.metrics)
     return app
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 from fastapi import FastAPI
+from starlette.routing import Mount
 
 from fashioncat.serving import Engine
 
@@ -198,12 +199,16 @@ def build_ui(ui: UI) -> gr.Blocks:
     return demo
 
 
-def mount_ui(app: FastAPI, path: str = "/ui") -> FastAPI:
-    "Mount the UI on `app` at `path`; it uses `app.state.engine` once the lifespan has loaded it."
+def gradio_app(app: FastAPI, path: str = "/ui"):
+    """The UI as the Gradio sub-app to serve on `app` at `path`, and the lifespan that starts it (its queue included).
+
+    Exactly what `gr.mount_gradio_app(app, ...)` would add to `app`, collected on a bare carrier app instead, so it can
+    be built after `app` has started (`app.ui_mount.start_ui` serves it on `path` and enters the lifespan)."""
     ui = UI(app)
-    app.state.ui = ui
-    return gr.mount_gradio_app(
-        app,
+    carrier = FastAPI()
+    carrier.user_middleware = app.user_middleware  # gradio's CORS middleware defers to the real parent's, if any
+    gr.mount_gradio_app(
+        carrier,
         build_ui(ui),
         path=path,
         ssr_mode=False,
@@ -211,3 +216,6 @@ def mount_ui(app: FastAPI, path: str = "/ui") -> FastAPI:
         footer_links=["api"],
         css=_CSS,
     )
+    sub = next(r.app for r in carrier.routes if isinstance(r, Mount) and r.path == path)
+    app.state.ui = ui
+    return sub, carrier.router.lifespan_context(carrier)

@@ -70,7 +70,7 @@ def metric(text: str, name: str, **labels) -> float:
 def test_health_ready_model(client, engine):
     assert client.get("/health").json() == {"status": "ok"}
     r = client.get("/ready")
-    assert r.status_code == 200 and r.json() == {"ready": True, "model_version": engine.info.version}
+    assert r.status_code == 200 and r.json() == {"ready": True, "model_version": engine.info.version, "ui": "disabled"}
     m = client.get("/model").json()
     assert m["version"] == engine.info.version and m["sha256"] == engine.info.sha256
     assert [c["category"] for c in m["categories"]][:2] == ["T-shirt/top", "Trouser"]
@@ -345,14 +345,18 @@ def test_routes_are_labelled_by_template(client):
 def test_serving_and_app_import_no_torch(model_path, tmp_path):
     "In a fresh process: no torch/fastai after importing the service, and it serves with training packages blocked."
     code = (
-        "import sys\n"
+        "import sys, time\n"
         "for m in ('torch', 'torchvision', 'fastai', 'onnx', 'onnxscript', 'sklearn', 'safetensors'): sys.modules[m] = None\n"
         "import fashioncat.serving, app.main, app.ui\n"
         "from fastapi.testclient import TestClient\n"
         "from fashioncat.serving import Settings\n"
         f"s = Settings(model_path={str(model_path)!r}, data_dir={str(tmp_path)!r})\n"
         "with TestClient(app.main.create_app(s)) as c:\n"
-        "    assert c.get('/ready').status_code == 200 and c.get('/ui/').status_code == 200\n"
+        "    assert c.get('/ready').status_code == 200\n"
+        "    for _ in range(600):\n"
+        "        if c.get('/ready').json()['ui'] != 'loading': break\n"
+        "        time.sleep(0.05)\n"
+        "    assert c.get('/ready').json()['ui'] == 'ready' and c.get('/ui/').status_code == 200\n"
         "    r = c.post('/predict', files={'file': ('a.png', open('app/examples/1_trouser.png', 'rb').read())})\n"
         "    assert r.status_code == 200, r.text\n"
         "bad = [m for m in ('torch', 'fastai', 'torchvision') if sys.modules.get(m) is not None]\n"
@@ -365,8 +369,9 @@ def test_serving_and_app_import_no_torch(model_path, tmp_path):
 def test_ui_can_be_turned_off(model_path, tmp_path):
     "FASHIONCAT_UI_ENABLED=false serves the API only: /ui is not mounted (the API keys do not cover the UI)."
     app = make_app(model_path, tmp_path, ui=True, ui_enabled=False)
-    assert not hasattr(app.state, "ui")
+    assert not hasattr(app.state, "ui") and app.state.ui_mount is None
     with TestClient(app) as c:
         assert c.get("/ui/").status_code == 404
-        assert c.get("/ready").status_code == 200
+        r = c.get("/ready")
+        assert r.status_code == 200 and r.json()["ui"] == "disabled"
     assert Settings(_env_file=None).ui_enabled is True

@@ -6,6 +6,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -42,19 +43,21 @@ def server(model_path, tmp_path_factory):
     with open(data_dir / "server.log", "w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        for _ in range(240):
+        for _ in range(240):  # /ready answers 200 once the model is warm; the UI comes up after it, in the background
             if proc.poll() is not None:
                 break
             try:
-                if httpx.get(url + "/ready", timeout=1).status_code == 200:
+                r = httpx.get(url + "/ready", timeout=1)
+                if r.status_code == 200 and r.json()["ui"] != "loading":
                     break
             except httpx.HTTPError:
                 pass
             time.sleep(0.25)
         else:
-            pytest.fail("server not ready in 60 s")
+            pytest.fail("server or UI not ready in 60 s")
         if proc.poll() is not None:
             pytest.fail("server exited: " + (data_dir / "server.log").read_text()[-3000:])
+        assert r.json()["ui"] == "ready", (data_dir / "server.log").read_text()[-3000:]
         yield {"url": url, "data_dir": data_dir, "log": data_dir / "server.log"}
     finally:
         proc.terminate()
@@ -135,7 +138,78 @@ def test_server_logs_are_json_lines(server):
 
     lines = [json.loads(s) for s in server["log"].read_text().splitlines() if s.startswith("{")]
     assert any(x["msg"] == "model loaded" for x in lines)
+    assert [x["msg"] for x in lines].index("model loaded") < [x["msg"] for x in lines].index("UI ready")
     assert any(x.get("route") == "/predict" and x.get("status") == 200 for x in lines)
+
+
+def wait_ui(client, timeout: float = 60) -> dict:
+    "Poll /ready (bounded) until the UI has left 'loading'; the last body."
+    deadline = time.monotonic() + timeout
+    while (body := client.get("/ready").json())["ui"] == "loading" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return body
+
+
+def test_ui_answers_503_while_starting_then_serves(model_path, tmp_path, monkeypatch, photos):
+    "The API is ready before the UI: /ui answers 503 + Retry-After while the Blocks are built, then the Gradio app."
+    from fastapi.testclient import TestClient
+
+    import app.ui
+    from app.main import create_app
+    from fashioncat.serving import Settings
+
+    gate, build = threading.Event(), app.ui.build_ui
+    monkeypatch.setattr(app.ui, "build_ui", lambda ui: gate.wait(60) and build(ui))
+    s = Settings(model_path=str(model_path), data_dir=str(tmp_path))
+    with TestClient(create_app(s, ui=True)) as c:
+        r = c.get("/ready")
+        assert r.status_code == 200 and r.json()["ready"] is True and r.json()["ui"] == "loading"
+        r = c.get("/ui/")
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert r.json()["error"] == "ui_loading" and r.json()["request_id"] == r.headers["x-request-id"]
+        page = c.get("/ui/", headers={"Accept": "text/html"})
+        assert page.status_code == 503 and '<meta http-equiv="refresh" content="1">' in page.text
+        assert "запускается" in page.text
+        assert c.post("/predict", files={"file": ("a.jpg", photos["jpeg"][0])}).status_code == 200  # API serves
+        assert not hasattr(c.app.state, "ui")
+
+        gate.set()
+        assert wait_ui(c)["ui"] == "ready"
+        r = c.get("/ui/")
+        assert r.status_code == 200 and "gradio" in r.text.lower() and isinstance(c.app.state.ui, app.ui.UI)
+        config = c.get("/ui/config").json()  # served under the mount: the page's asset and queue URLs start at /ui
+        assert config["root"].rstrip("/").endswith("/ui") and config["mode"] == "blocks"
+        assert c.get("/ui/gradio_api/info").json()["named_endpoints"].keys() >= {"/categorise", "/correct"}
+        metrics = c.get("/metrics").text
+        assert 'fashioncat_requests_total{method="GET",route="/ui/{path:path}",status="503"} 2.0' in metrics
+
+
+def test_ui_failure_leaves_the_api_serving(model_path, tmp_path):
+    "In a fresh process with gradio missing: `import app.main` does not need it, the API serves, /ui says why (logged once)."
+    code = (
+        "import sys, time\n"
+        "import app.main\n"
+        "assert 'gradio' not in sys.modules, 'app.main imports gradio'\n"
+        "sys.modules['gradio'] = None\n"
+        "from fastapi.testclient import TestClient\n"
+        "from fashioncat.serving import Settings\n"
+        f"s = Settings(model_path={str(model_path)!r}, data_dir={str(tmp_path)!r})\n"
+        "with TestClient(app.main.create_app(s)) as c:\n"
+        "    t = time.monotonic()\n"
+        "    while c.get('/ready').json()['ui'] == 'loading' and time.monotonic() - t < 30: time.sleep(0.05)\n"
+        "    assert c.get('/ready').json()['ui'] == 'failed', c.get('/ready').json()\n"
+        "    for _ in range(2):\n"
+        "        r = c.get('/ui/')\n"
+        "        assert r.status_code == 503 and 'retry-after' not in r.headers, r.headers\n"
+        "        assert r.json()['error'] == 'ui_failed' and 'ModuleNotFoundError' in r.json()['detail'], r.json()\n"
+        "    r = c.post('/predict', files={'file': ('a.png', open('app/examples/1_trouser.png', 'rb').read())})\n"
+        "    assert r.status_code == 200, r.text\n"
+        "print('ok')"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
+    failures = [line for line in r.stderr.splitlines() if "UI failed to start" in line]
+    assert len(failures) == 1 and "import of gradio halted" in failures[0]
 
 
 def test_examples_are_real_test_images(model_path):

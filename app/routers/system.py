@@ -3,6 +3,8 @@
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from ..ui_mount import ui_status
+
 router = APIRouter(tags=["system"])
 
 
@@ -13,10 +15,12 @@ async def health():
 
 @router.get("/ready", summary="The model is loaded and warmed up", responses={503: {"description": "not ready yet"}})
 async def ready(request: Request):
+    "200 once the model is loaded and warmed; `ui` is the UI's state: loading, ready, disabled or failed."
     engine = getattr(request.app.state, "engine", None)
+    ui = ui_status(request.app)
     if engine is None or not getattr(engine, "ready", False):
-        return JSONResponse({"ready": False, "request_id": request.state.request_id}, status_code=503)
-    return {"ready": True, "model_version": engine.info.version}
+        return JSONResponse({"ready": False, "ui": ui, "request_id": request.state.request_id}, status_code=503)
+    return {"ready": True, "model_version": engine.info.version, "ui": ui}
 
 
 @router.get("/model", summary="The served model: version, classes, review threshold and metrics")
