@@ -31,8 +31,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(python: str, threads: int) -> tuple[subprocess.Popen, str, float]:
-    "uvicorn app.main:app on a free loopback port; returns the process, its URL and the cold start in seconds."
+def start_server(python: str, threads: int) -> tuple[subprocess.Popen, str, float, float]:
+    """uvicorn app.main:app on a free loopback port; returns the process, its URL, the cold start to /ready and to the
+    UI ready (`/ready` says `"ui": "ready"`; NaN when the UI is disabled or failed), in seconds."""
     port = _free_port()
     env = {
         **os.environ,
@@ -55,12 +56,17 @@ def start_server(python: str, threads: int) -> tuple[subprocess.Popen, str, floa
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
+    ready = None
     while time.perf_counter() - t0 < 120:
         if proc.poll() is not None:
             sys.exit("server exited:\n" + proc.stderr.read().decode()[-3000:])
         try:
-            if httpx.get(url + "/ready", timeout=1).status_code == 200:
-                return proc, url, time.perf_counter() - t0
+            r = httpx.get(url + "/ready", timeout=1)
+            if r.status_code == 200:
+                ready = ready or time.perf_counter() - t0
+                ui = r.json().get("ui", "disabled")
+                if ui != "loading":  # the UI comes up after /ready, in the background; measure with it up
+                    return proc, url, ready, time.perf_counter() - t0 if ui == "ready" else float("nan")
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
@@ -129,8 +135,11 @@ def main():
     if a.url:
         url = a.url.rstrip("/")
     else:
-        proc, url, cold = start_server(a.python, a.threads)
-        print(f"server: {url} (started here, FASHIONCAT_THREADS={a.threads}); cold start to /ready: {cold:.2f} s")
+        proc, url, cold, cold_ui = start_server(a.python, a.threads)
+        print(
+            f"server: {url} (started here, FASHIONCAT_THREADS={a.threads}); cold start to /ready: {cold:.2f} s, "
+            f"to UI ready: {cold_ui:.2f} s"
+        )
     try:
         model = httpx.get(url + "/model", timeout=10).json()
         print(f"model: {model.get('file')} version {model.get('version')} ({model.get('architecture')})")
