@@ -1,6 +1,6 @@
 #!/bin/sh
 # The image's install steps, shared by docker/Dockerfile and bench/docker_smoke.sh so that both run the same code.
-#   install.sh deps     base requirements from settings.ini (no torch), then drop test suites nobody runs in production
+#   install.sh deps     base (serving) requirements from settings.ini, then drop test suites nobody runs in production
 #   install.sh package  the fashioncat package itself, without touching the dependency layer
 # PYTHON picks the interpreter (the image's python, or a fresh venv's in the smoke test).
 set -eu
