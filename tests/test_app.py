@@ -57,10 +57,11 @@ def bomb(w=20_000, h=20_000) -> bytes:
 def metric(text: str, name: str, **labels) -> float:
     "The value of one sample in Prometheus exposition text (0 when absent)."
     for line in text.splitlines():
-        if line.startswith((name + "{", name + " ")):
-            got = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0])) if "{" in line else {}
+        m = re.match(rf"^{re.escape(name)}(?:\{{(.*)\}})? (\S+)$", line)  # label values may hold braces
+        if m:
+            got = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(1) or ""))
             if all(got.get(k) == v for k, v in labels.items()):
-                return float(line.rsplit(" ", 1)[1])
+                return float(m.group(2))
     return 0.0
 
 
