@@ -13,7 +13,7 @@ except ImportError as e:
     raise ImportError("fashioncat.evaluation needs PyTorch: pip install -e '.[train]'") from e
 from fastcore.script import call_parse, Param, store_true
 from .data import CLASS_NAMES, CLASS_NAMES_RU, load_split, split_train_valid, recipe_split, stratified_subset
-from .models import load_model, read_config, count_params
+from .models import load_model, read_config, count_params, arch_name
 from .serving import Engine, choose_review_threshold
 
 # %% auto #0
@@ -149,8 +149,7 @@ class Predictor:
             self.temperature, self.tta = c.get('temperature'), bool(c.get('tta', False))
             self.review_threshold, self.review_precision = c.get('review_threshold'), c.get('review_precision')
             self.review_share, self.commit = c.get('review_share'), c.get('commit', 'unknown')
-            kw = ', '.join(f'{k}={v}' for k, v in c.get('arch_kwargs', {}).items() if k != 'n_classes')
-            self.architecture, self.params = f"{c['arch']}({kw})", count_params(self.model)
+            self.architecture, self.params = arch_name(c), count_params(self.model)
         elif self.path.suffix == '.onnx' and self.path.is_file():
             self.kind, self.config = 'onnx', None
             self.engine = Engine(self.path, threads=threads, top_k=1); i = self.engine.info

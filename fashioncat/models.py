@@ -14,12 +14,12 @@ try:
 except ImportError as e:
     raise ImportError("fashioncat.models needs PyTorch: pip install -e '.[train]'") from e
 from fastcore.script import call_parse, Param
-from .data import CLASS_NAMES, CLASS_NAMES_RU
+from .data import CLASS_NAMES, CLASS_NAMES_RU, recipe_split
 
 # %% auto #0
 __all__ = ['ARCHS', 'Normalize', 'BaselineCNN', 'BasicBlock', 'ResNetMini', 'resnet18_28', 'efficientnet_b0_28', 'Ensemble',
-           'FashionNet', 'create_model', 'save_model', 'read_config', 'load_model', 'ensemble', 'ensemble_main',
-           'count_params', 'count_macs', 'cpu_throughput']
+           'FashionNet', 'create_model', 'arch_name', 'save_model', 'read_config', 'load_model', 'tta_gain', 'ensemble',
+           'ensemble_main', 'count_params', 'count_macs', 'cpu_throughput']
 
 # %% ../nbs/01_models.ipynb #1130f117
 class Normalize(nn.Module):
@@ -109,6 +109,16 @@ class FashionNet(nn.Module):
 
 def create_model(arch:str='resnet', **kwargs)->FashionNet: return FashionNet(arch, **kwargs)
 
+def arch_name(cfg:dict)->str:
+    "A short, stable name of a model's architecture from its config (`FashionNet.config` or config.json), e.g. for logs and metric labels."
+    kw = cfg.get('arch_kwargs') or {}
+    if cfg['arch'] == 'ensemble':
+        names = [arch_name(m) for m in kw.get('members', [])]
+        return 'ensemble(' + ' + '.join(f'{names.count(n)}x {n}' for n in dict.fromkeys(names)) + ')'
+    args = ', '.join(f"{k}={'-'.join(map(str, v)) if isinstance(v, (list, tuple)) else v}" for k, v in kw.items() if k not in ('n_classes', 'dropout'))
+    return f"{cfg['arch']}({args})"
+
+
 # %% ../nbs/01_models.ipynb #db0e4e7c
 def save_model(model:FashionNet, folder:str|Path, # destination, created if missing
                **extra)->Path: # more keys for config.json (recipe, metrics, seed, commit, ...)
@@ -136,8 +146,22 @@ def load_model(folder:str|Path, device:str='cpu')->FashionNet:
     return m.to(device).eval()
 
 # %% ../nbs/01_models.ipynb #d1bb7ea7
+def tta_gain(model:FashionNet|str|Path, # a model, or its folder
+             xva:np.ndarray, yva:np.ndarray, # the validation split (see `recipe_split`): uint8 `[N,28,28]` or float in [0,1]
+            )->dict:
+    "Validation accuracy of a model without and with the test-time flip (the mean of the image's and its mirror image's logits)."
+    m = load_model(model) if isinstance(model, (str, Path)) else model.eval()
+    x = torch.tensor(np.asarray(xva)).reshape(-1, 1, 28, 28)  # a copy: the data arrays are read-only
+    x = x.float() / 255. if x.dtype == torch.uint8 else x.float()
+    with torch.inference_mode():
+        z = torch.cat([m(b) for b in x.split(1000)]); zf = torch.cat([m(b.flip(-1)) for b in x.split(1000)])
+    plain, flip = float((z.argmax(1).numpy() == yva).mean()), float((((z + zf) / 2).argmax(1).numpy() == yva).mean())
+    return dict(valid_accuracy=plain, valid_accuracy_tta=flip, gain_points=round(100 * (flip - plain), 3))
+
 def ensemble(folders:list, # trained member folders (`save_model` format)
              out:str|Path, # the ensemble's folder
+             tta:bool|None=None, # test-time flip; None: on when it gains on validation
+             data:str|Path|None=None, # Fashion-MNIST folder for the validation check; None: the recipe's, else searched
              **extra)->FashionNet:
     "Save the logit-average of the member models as one model folder."
     cfgs = [read_config(f) for f in folders]
@@ -150,14 +174,26 @@ def ensemble(folders:list, # trained member folders (`save_model` format)
     recipe = dict(cfgs[0]['recipe'], ensemble=members)
     train = dict(hardware=cfgs[0]['training'].get('hardware'), device=cfgs[0]['training'].get('device'),
                  epochs=[c['training'].get('epochs') for c in cfgs], seconds=round(sum(c['training'].get('seconds', 0) for c in cfgs), 1))
-    save_model(ens.eval(), out, recipe=recipe, seed=cfgs[0].get('seed'), commit=cfgs[0].get('commit'), training=train, **extra)
+    xva, yva = recipe_split(cfgs[0]['recipe'], data)[2:]
+    g, mg = tta_gain(ens, xva, yva), [tta_gain(m, xva, yva) for m in ens.body.members]
+    use = g['gain_points'] > 0 if tta is None else bool(tta)
+    metrics = dict(valid_accuracy=g['valid_accuracy_tta' if use else 'valid_accuracy'], valid_split=len(yva),
+                   members_valid_accuracy=[x['valid_accuracy_tta' if use else 'valid_accuracy'] for x in mg])
+    save_model(ens.eval(), out, recipe=recipe, seed=cfgs[0].get('seed'), commit=cfgs[0].get('commit'), training=train,
+               metrics=metrics, tta=use, tta_validation=dict(g, measured_with='fashioncat.models.tta_gain'), **extra)
     return ens
 
 @call_parse
 def ensemble_main(members:Param("trained member folders", str, nargs='+'),
-                  out:Param("the ensemble's folder", str)='models/fashioncat'):
-    "Average trained models into one ensemble model folder."
-    ensemble(members, out); print(f"{out}: ensemble of {len(members)} members")
+                  out:Param("the ensemble's folder", str)='models/fashioncat',
+                  tta:Param("test-time flip: auto (on when it gains on validation), on or off", str, choices=['auto', 'on', 'off'])='auto',
+                  data:Param("Fashion-MNIST folder; default: the recipe's, else searched", str)=None):
+    "Average trained models into one ensemble model folder, measured on the members' validation split."
+    ensemble(members, out, tta={'auto': None, 'on': True, 'off': False}[tta], data=data)
+    c = read_config(out); m = c['metrics']
+    print(f"{out}: ensemble of {len(members)} members, {arch_name(c)}; validation accuracy {m['valid_accuracy']:.4f} "
+          f"(members {', '.join(f'{a:.4f}' for a in m['members_valid_accuracy'])}), test-time flip {'on' if c['tta'] else 'off'} "
+          f"({c['tta_validation']['gain_points']:+.2f} points)")
 
 # %% ../nbs/01_models.ipynb #3415fdc4
 def count_params(model:nn.Module)->int: return sum(p.numel() for p in model.parameters())

@@ -20,13 +20,12 @@ from fastcore.script import call_parse, Param, store_true
 from . import __version__
 from .data import CLASS_NAMES, CLASS_NAMES_RU, load_split, split_train_valid, stratified_subset, recipe_split
 from .evaluation import FLOORS, classification_metrics
-from .models import FashionNet, load_model, read_config, count_params
+from .models import FashionNet, load_model, read_config, count_params, arch_name, tta_gain
 
 # %% auto #0
 __all__ = ['QUANT_OPS', 'MAX_DROP', 'MAX_BYTES', 'as_batch', 'ServedModel', 'served_model', 'onnx_metadata', 'export_onnx',
-           'session', 'run_onnx', 'parity', 'tta_gain', 'calibration_images', 'ImageReader', 'quantize_int8',
-           'optimized_ops', 'float_convs', 'evaluate_onnx', 'gate_failures', 'review_check', 'measure_latency',
-           'export_model', 'main']
+           'session', 'run_onnx', 'parity', 'calibration_images', 'ImageReader', 'quantize_int8', 'optimized_ops',
+           'float_convs', 'evaluate_onnx', 'gate_failures', 'review_check', 'measure_latency', 'export_model', 'main']
 
 # %% ../nbs/04_quantization.ipynb #a90f67c7
 def as_batch(x:np.ndarray)->np.ndarray:
@@ -60,12 +59,11 @@ def _short(commit:str)->str: return commit[:7] + ('-dirty' if commit.endswith('-
 def onnx_metadata(cfg:dict, # a model's config.json
                   **extra)->dict[str, str]: # more `fashioncat.*` keys (e.g. quantization)
     "The `fashioncat.*` metadata of a model's ONNX export."
-    kw = ', '.join(f'{k}={v}' for k, v in cfg.get('arch_kwargs', {}).items() if k != 'n_classes')
     commit = cfg.get('commit', 'unknown')
     meta = {'fashioncat.classes': json.dumps(cfg.get('class_names', CLASS_NAMES)),
             'fashioncat.classes_ru': json.dumps(cfg.get('class_names_ru', CLASS_NAMES_RU), ensure_ascii=False),
             'fashioncat.version': f'{__version__}+{_short(commit)}', 'fashioncat.commit': commit,
-            'fashioncat.architecture': f"{cfg['arch']}({kw})", 'fashioncat.temperature': repr(float(cfg.get('temperature') or 1.)),
+            'fashioncat.architecture': arch_name(cfg), 'fashioncat.temperature': repr(float(cfg.get('temperature') or 1.)),
             'fashioncat.tta': json.dumps(bool(cfg.get('tta', False)))}
     for k in ('review_threshold', 'review_precision'):
         if cfg.get(k) is not None: meta[f'fashioncat.{k}'] = repr(float(cfg[k]))
@@ -120,16 +118,6 @@ def parity(folder:str|Path, onnx_path:str|Path, x:np.ndarray, # test images
     zo, po = run_onnx(onnx_path, x)
     return dict(n=len(x), max_abs_logits=float(np.abs(zt - zo).max()), max_abs_probs=float(np.abs(pt - po).max()),
                 argmax_agreement=float((zt.argmax(1) == zo.argmax(1)).mean()))
-
-# %% ../nbs/04_quantization.ipynb #5f2e6f15
-def tta_gain(folder:str|Path, xva:np.ndarray, yva:np.ndarray, # the validation split (see `recipe_split`)
-            )->dict:
-    "Validation accuracy of a model folder without and with the test-time flip."
-    m, x = load_model(folder), torch.from_numpy(as_batch(xva))
-    with torch.inference_mode():
-        z = torch.cat([m(b) for b in x.split(1000)]); zf = torch.cat([m(b.flip(-1)) for b in x.split(1000)])
-    plain, flip = float((z.argmax(1).numpy() == yva).mean()), float((((z + zf) / 2).argmax(1).numpy() == yva).mean())
-    return dict(valid_accuracy=plain, valid_accuracy_tta=flip, gain_points=round(100 * (flip - plain), 3))
 
 # %% ../nbs/04_quantization.ipynb #e7697aa8
 def calibration_images(xtr:np.ndarray, ytr:np.ndarray, # the training split (see `recipe_split`)
