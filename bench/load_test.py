@@ -116,9 +116,12 @@ def multipart_request(path: str, port: int, body: bytes, filename: str, ctype: s
 # --- a minimal keep-alive HTTP/1.1 client (cheap enough to leave the CPU to the server) ---------------------------
 
 
+KEEPALIVE_S = 4.0  # uvicorn closes a keep-alive connection idle for 5 s: reuse only younger ones, as httpx does
+
+
 class Conn:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        self.reader, self.writer, self.ok = reader, writer, True
+        self.reader, self.writer, self.ok, self.idle_since = reader, writer, True, 0.0
 
     async def request(self, data: bytes) -> int:
         self.writer.write(data)
@@ -145,7 +148,9 @@ class Conn:
 
 
 class Pool:
-    "Idle keep-alive connections; a new one when none is idle, up to `limit` (then requests queue, and are charged)."
+    """Idle keep-alive connections; a new one when none is idle, up to `limit` (then requests queue, and are charged).
+    A connection the server has closed, or will close, as idle is never reused (that would count the client's
+    stale connection as a server error)."""
 
     def __init__(self, port: int, limit: int = 256):
         self.port, self.limit, self.idle, self.n = port, limit, [], 0
@@ -153,10 +158,17 @@ class Pool:
 
     async def get(self) -> Conn:
         async with self.free:
-            while not self.idle and self.n >= self.limit:
+            while True:
+                now = asyncio.get_running_loop().time()
+                while self.idle:
+                    c = self.idle.pop()
+                    if not c.reader.at_eof() and now - c.idle_since < KEEPALIVE_S:
+                        return c
+                    c.close()
+                    self.n -= 1
+                if self.n < self.limit:
+                    break
                 await self.free.wait()
-            if self.idle:
-                return self.idle.pop()
             self.n += 1
         try:
             return Conn(*await asyncio.open_connection(HOST, self.port))
@@ -167,6 +179,7 @@ class Pool:
     async def put(self, c: Conn):
         async with self.free:
             if c.ok:
+                c.idle_since = asyncio.get_running_loop().time()
                 self.idle.append(c)
             else:
                 self.n -= 1
@@ -425,6 +438,8 @@ def markdown(res: dict) -> str:
     lines = [
         f"Load test `{res['command']}`, {res['date']}, {res['machine']}; load generator on the same machine.",
         "",
+        f"Model: `{res.get('model', 'models/fashioncat-int8.onnx (the default)')}`.",
+        "",
         "| server | input | rate/s | mean ms | p50 ms | p95 ms | p99 ms | errors | server CPU (of all cores) | peak RSS MB |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -515,11 +530,14 @@ async def main_async(args) -> dict:
 
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", OMP_NUM_THREADS=str(args.threads))
     env["FASHIONCAT_THREADS"] = str(args.threads)
+    if args.model:
+        env["FASHIONCAT_MODEL_PATH"] = args.model  # a relative path: from the repository root (the server cwd)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "bench"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     servers = [Server("fashioncat", "app.main:app", "/predict")]
     if not args.no_baseline:
         servers.append(Server("noop", "load_test:noop_app", "/noop", factory=True))
-    res = {"fixed": [], "ramp": [], "max_rps": {}, "servers": [], "inputs": sizes}
+    model = env.get("FASHIONCAT_MODEL_PATH", "models/fashioncat-int8.onnx (the default)")
+    res = {"fixed": [], "ramp": [], "max_rps": {}, "servers": [], "inputs": sizes, "model": model}
     log_dir = Path(tempfile.mkdtemp(prefix="fashioncat-load-"))  # server logs, named on failure
     for srv in servers:
         srv.start(args.python, args.workers, env, log_dir / f"{srv.name}-server.log")
@@ -592,6 +610,7 @@ def parse_args(argv=None):
     ap.add_argument(
         "--python", default=sys.executable, help="interpreter that runs the servers (e.g. .venv-serve/bin/python)"
     )
+    ap.add_argument("--model", help="ONNX model the server runs (FASHIONCAT_MODEL_PATH); default: the shipped one")
     ap.add_argument("--no-baseline", action="store_true", help="skip the no-op endpoint")
     ap.add_argument("--no-ramp", action="store_true")
     ap.add_argument("--quick", action="store_true", help="a short smoke run: 5 s phases, 2 s ramp steps, 4 steps")
