@@ -80,6 +80,24 @@ def test_health_ready_model(client, engine):
     assert m["limits"]["max_batch"] == 64 and "path" not in m
 
 
+@pytest.mark.parametrize("rel", ["models/fashioncat-int8.onnx", "models/fast/fashioncat-int8.onnx"])
+def test_each_shipped_model_serves(rel, tmp_path, test_set):
+    "Both committed tiers load in the service, describe themselves in short, and categorise real test images."
+    path = ROOT / rel
+    if not path.exists():
+        pytest.skip(f"{rel} is not exported")
+    x, y = test_set
+    with TestClient(make_app(path, tmp_path)) as c:
+        m = c.get("/model").json()
+        assert m["file"] == "fashioncat-int8.onnx" and 0 < m["metrics"]["valid_accuracy"] <= 1
+        assert re.fullmatch(r"[\w+ ().,=-]{1,120}", m["architecture"]), m["architecture"]  # a short metric label
+        hits = [
+            c.post("/predict", files={"file": ("a.png", png(x[i]), "image/png")}).json()["class_index"] == y[i]
+            for i in range(100)
+        ]
+        assert sum(hits) >= 88, sum(hits)  # the real model, not the stand-in (~80%): >= 88% of 100 real test images
+
+
 # --- /predict on real photos ---
 
 
