@@ -14,7 +14,7 @@ except ImportError as e:
 from fastcore.script import call_parse, Param, store_true
 from .data import CLASS_NAMES, CLASS_NAMES_RU, load_split, split_train_valid, recipe_split, stratified_subset
 from .models import load_model, read_config, count_params, arch_name
-from .serving import Engine, choose_review_threshold
+from .serving import Engine, choose_review_threshold, as_batch
 
 # %% auto #0
 __all__ = ['ROBUSTNESS', 'FLOORS', 'softmax', 'top_k', 'to_labels', 'confusion_matrix', 'per_class', 'top_k_accuracy', 'log_loss',
@@ -125,12 +125,6 @@ def fit_temperature(logits:np.ndarray, # [N,C] validation logits
     return math.exp((a + b) / 2)
 
 # %% ../nbs/03_evaluation.ipynb #aa705539
-def _as_batch(x:np.ndarray)->np.ndarray:
-    "Images uint8 [N,28,28] or float [N,1,28,28] in [0,1] as a float32 [N,1,28,28] array."
-    x = np.asarray(x)
-    if x.dtype == np.uint8: x = x.astype(np.float32) / 255.
-    return np.ascontiguousarray(x.reshape(-1, 1, 28, 28), dtype=np.float32)
-
 def _sha256(path:Path)->str:
     h = hashlib.sha256()
     with open(path, 'rb') as f:
@@ -171,7 +165,7 @@ class Predictor:
     def __call__(self, x:np.ndarray, # uint8 [N,28,28] or float [N,1,28,28] in [0,1]
                 )->tuple[np.ndarray, np.ndarray]:
         "Raw logits and the probabilities the service returns (temperature applied), both [N,C]."
-        x, t = _as_batch(x), self.temperature or 1.
+        x, t = as_batch(x), self.temperature or 1.
         if self.kind == 'pytorch':
             z = self._logits(x); return z, softmax(z, t)
         p = self.engine.predict(x).astype(np.float64)
@@ -204,7 +198,7 @@ def perturb(x:np.ndarray, # images float [N,1,28,28] in [0,1] (or uint8 [N,28,28
             level:float, seed:int=0)->np.ndarray:
     "The images under one shift at one strength, float32 [N,1,28,28] in [0,1]."
     if kind not in ROBUSTNESS: raise ValueError(f"kind must be one of {list(ROBUSTNESS)}, got {kind!r}")
-    x = torch.from_numpy(_as_batch(x))
+    x = torch.from_numpy(as_batch(x))
     if kind == 'rotation': x = _affine(x, a=level)
     elif kind == 'shift': x = _affine(x, d=level)
     elif kind == 'scale': x = _affine(x, s=level)
@@ -221,7 +215,7 @@ def robustness(predictor:Predictor, x:np.ndarray, y:np.ndarray, # test images (u
                n:int=2000, # stratified subset size, the same for every model
                seed:int=0)->dict:
     "Accuracy on a fixed test subset, clean and under every shift in `ROBUSTNESS`."
-    keep = stratified_subset(y, n, seed); xs, ys = _as_batch(x[keep]), y[keep]
+    keep = stratified_subset(y, n, seed); xs, ys = as_batch(x[keep]), y[keep]
     acc = lambda xx: round(float((predictor(xx)[1].argmax(1) == ys).mean()), 4)
     clean = acc(xs)
     rows = [dict(shift=k, unit=u, level=lv, accuracy=(a := acc(perturb(xs, k, lv, seed))), drop=round(clean - a, 4))

@@ -15,6 +15,7 @@ except ImportError as e:
     raise ImportError("fashioncat.models needs PyTorch: pip install -e '.[train]'") from e
 from fastcore.script import call_parse, Param
 from .data import CLASS_NAMES, CLASS_NAMES_RU, recipe_split
+from .serving import as_batch
 
 # %% auto #0
 __all__ = ['ARCHS', 'Normalize', 'BaselineCNN', 'BasicBlock', 'ResNetMini', 'resnet18_28', 'efficientnet_b0_28', 'Ensemble',
@@ -146,17 +147,20 @@ def load_model(folder:str|Path, device:str='cpu')->FashionNet:
     return m.to(device).eval()
 
 # %% ../nbs/01_models.ipynb #d1bb7ea7
+def _logits_and_flipped(m:nn.Module, x:torch.Tensor)->tuple[torch.Tensor, torch.Tensor]:
+    with torch.inference_mode():
+        return torch.cat([m(b) for b in x.split(1000)]), torch.cat([m(b.flip(-1)) for b in x.split(1000)])
+
+def _gain(z:torch.Tensor, zf:torch.Tensor, y:np.ndarray)->dict:
+    plain, flip = float((z.argmax(1).numpy() == y).mean()), float((((z + zf) / 2).argmax(1).numpy() == y).mean())
+    return dict(valid_accuracy=plain, valid_accuracy_tta=flip, gain_points=round(100 * (flip - plain), 3))
+
 def tta_gain(model:FashionNet|str|Path, # a model, or its folder
              xva:np.ndarray, yva:np.ndarray, # the validation split (see `recipe_split`): uint8 `[N,28,28]` or float in [0,1]
             )->dict:
     "Validation accuracy of a model without and with the test-time flip (the mean of the image's and its mirror image's logits)."
     m = load_model(model) if isinstance(model, (str, Path)) else model.eval()
-    x = torch.tensor(np.asarray(xva)).reshape(-1, 1, 28, 28)  # a copy: the data arrays are read-only
-    x = x.float() / 255. if x.dtype == torch.uint8 else x.float()
-    with torch.inference_mode():
-        z = torch.cat([m(b) for b in x.split(1000)]); zf = torch.cat([m(b.flip(-1)) for b in x.split(1000)])
-    plain, flip = float((z.argmax(1).numpy() == yva).mean()), float((((z + zf) / 2).argmax(1).numpy() == yva).mean())
-    return dict(valid_accuracy=plain, valid_accuracy_tta=flip, gain_points=round(100 * (flip - plain), 3))
+    return _gain(*_logits_and_flipped(m, torch.from_numpy(as_batch(xva))), yva)
 
 def ensemble(folders:list, # trained member folders (`save_model` format)
              out:str|Path, # the ensemble's folder
@@ -175,7 +179,10 @@ def ensemble(folders:list, # trained member folders (`save_model` format)
     train = dict(hardware=cfgs[0]['training'].get('hardware'), device=cfgs[0]['training'].get('device'),
                  epochs=[c['training'].get('epochs') for c in cfgs], seconds=round(sum(c['training'].get('seconds', 0) for c in cfgs), 1))
     xva, yva = recipe_split(cfgs[0]['recipe'], data)[2:]
-    g, mg = tta_gain(ens, xva, yva), [tta_gain(m, xva, yva) for m in ens.body.members]
+    x = torch.from_numpy(as_batch(xva))
+    zs = [_logits_and_flipped(m.eval(), x) for m in ens.body.members]  # each member runs once: the ensemble is their mean
+    mg = [_gain(z, zf, yva) for z, zf in zs]
+    g = _gain(torch.stack([z for z, _ in zs]).mean(0), torch.stack([zf for _, zf in zs]).mean(0), yva)
     use = g['gain_points'] > 0 if tta is None else bool(tta)
     metrics = dict(valid_accuracy=g['valid_accuracy_tta' if use else 'valid_accuracy'], valid_split=len(yva),
                    members_valid_accuracy=[x['valid_accuracy_tta' if use else 'valid_accuracy'] for x in mg])

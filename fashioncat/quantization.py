@@ -21,18 +21,12 @@ from . import __version__
 from .data import CLASS_NAMES, CLASS_NAMES_RU, load_split, split_train_valid, stratified_subset, recipe_split
 from .evaluation import FLOORS, classification_metrics
 from .models import FashionNet, load_model, read_config, count_params, arch_name, tta_gain
+from .serving import as_batch
 
 # %% auto #0
-__all__ = ['QUANT_OPS', 'MAX_DROP', 'MAX_BYTES', 'as_batch', 'ServedModel', 'served_model', 'onnx_metadata', 'export_onnx',
-           'session', 'run_onnx', 'parity', 'calibration_images', 'ImageReader', 'quantize_int8', 'optimized_ops',
-           'float_convs', 'evaluate_onnx', 'gate_failures', 'review_check', 'measure_latency', 'export_model', 'main']
-
-# %% ../nbs/04_quantization.ipynb #a90f67c7
-def as_batch(x:np.ndarray)->np.ndarray:
-    "Images uint8 `[N,28,28]` (or float in [0,1]) as the model's input: float32 `[N,1,28,28]` in [0,1]."
-    x = np.asarray(x)
-    if x.dtype == np.uint8: x = x.astype(np.float32) / 255.
-    return np.ascontiguousarray(x.reshape(-1, 1, 28, 28), dtype=np.float32)
+__all__ = ['QUANT_OPS', 'MAX_DROP', 'MAX_BYTES', 'ServedModel', 'served_model', 'onnx_metadata', 'export_onnx', 'session',
+           'run_onnx', 'parity', 'calibration_images', 'ImageReader', 'quantize_int8', 'optimized_ops', 'float_convs',
+           'evaluate_onnx', 'gate_failures', 'review_check', 'measure_latency', 'export_model', 'main']
 
 # %% ../nbs/04_quantization.ipynb #e51d8d51
 class ServedModel(nn.Module):

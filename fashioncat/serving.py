@@ -19,8 +19,8 @@ from fastcore.script import call_parse, Param
 __all__ = ['ACCEPTED', 'MAX_BYTES', 'MAX_PIXELS', 'PHOTO_KINDS', 'DEFAULT_REVIEW_THRESHOLD', 'IMAGE_SUFFIXES', 'Settings',
            'ServingError', 'EmptyImage', 'NotAnImage', 'UnsupportedFormat', 'CorruptImage', 'TooManyPixels', 'TooLarge',
            'sniff_format', 'too_large', 'load_image', 'fashion_mnist_view', 'photo_view', 'prepare', 'catalogue_photo',
-           'ModelError', 'ModelInfo', 'Engine', 'choose_review_threshold', 'error_dict', 'find_images', 'predict_files',
-           'predict_main']
+           'ModelError', 'ModelInfo', 'as_batch', 'Engine', 'choose_review_threshold', 'error_dict', 'find_images',
+           'predict_files', 'predict_main']
 
 # %% ../nbs/05_serving.ipynb #3c0b99ce
 _ROOT = Path(__file__).resolve().parents[1] if '__file__' in globals() else Path.cwd().parent
@@ -330,6 +330,12 @@ def _read_info(path:Path, sess:ort.InferenceSession)->ModelInfo:
 # %% ../nbs/05_serving.ipynb #199e4aba
 DEFAULT_REVIEW_THRESHOLD = 0.6
 
+def as_batch(x:np.ndarray)->np.ndarray:
+    "Images uint8 `[N,28,28]` (or float in [0,1]) as the model's input: float32 `[N,1,28,28]` in [0,1]."
+    x = np.asarray(x)
+    if x.dtype == np.uint8: x = x.astype(np.float32) / 255.
+    return np.ascontiguousarray(x.reshape(-1, 1, 28, 28), dtype=np.float32)
+
 class Engine:
     "One ONNX Runtime session, loaded once and warmed up; thread-safe."
     def __init__(self, path:str|Path, # the ONNX model
@@ -364,9 +370,7 @@ class Engine:
     def predict(self, x:np.ndarray, # views uint8 [N,28,28] (or float [N,1,28,28] in [0,1])
                )->np.ndarray:
         "Class probabilities float32 [N,C] for a batch of 28x28 views."
-        x = np.asarray(x)
-        if x.dtype == np.uint8: x = x.astype(np.float32) / 255.
-        x = np.ascontiguousarray(x.reshape(-1, 1, 28, 28), dtype=np.float32)
+        x = as_batch(x)
         if not len(x): return np.zeros((0, len(self.classes)), np.float32)
         k = self._fixed_batch or len(x)
         return np.concatenate([self.sess.run(['probs'], {'image': x[i:i + k]})[0] for i in range(0, len(x), k)])
