@@ -264,6 +264,7 @@ class Server:
     def start(self, python: str, workers: int, env: dict, log: Path) -> "Server":
         self.port = free_port()
         cmd = [python, "-m", "uvicorn", self.app, "--host", HOST, "--port", str(self.port), "--no-access-log"]
+        cmd += ["--loop", "uvloop", "--http", "httptools"]  # as docker/Dockerfile and `make serve` run it
         cmd += ["--workers", str(workers), "--log-level", "warning"] + (["--factory"] if self.factory else [])
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)

@@ -180,6 +180,8 @@ def test_ui_answers_503_while_starting_then_serves(model_path, tmp_path, monkeyp
         config = c.get("/ui/config").json()  # served under the mount: the page's asset and queue URLs start at /ui
         assert config["root"].rstrip("/").endswith("/ui") and config["mode"] == "blocks"
         assert c.get("/ui/gradio_api/info").json()["named_endpoints"].keys() >= {"/categorise", "/correct"}
+        queue = c.app.state.ui.blocks._queue  # the running queue polls every 20 ms when idle, not gradio's 1 ms
+        assert queue.sleep_when_free == app.ui.QUEUE_POLL_S and not queue.stopped
         metrics = c.get("/metrics").text
         assert 'fashioncat_requests_total{method="GET",route="/ui/{path:path}",status="503"} 2.0' in metrics
 
