@@ -1,13 +1,15 @@
 """JSON error responses a client can act on: `{"error": code, "detail": message, "request_id": ...}`.
 
 Input problems keep their status (400, 401, 413, 415, 422); anything unexpected is a 500 that still answers JSON
-with the request id, so a user's report can be matched with the log line.
+with the request id, so a user's report can be matched with the log line. A client that hangs up before its upload
+has arrived is logged and counted as 499 (nginx's "client closed request"), not as a server error with a traceback.
 """
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from fashioncat.serving import ServingError
 
@@ -59,6 +61,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException):
         code = _HTTP_CODES.get(exc.status_code, "http_error" if exc.status_code < 500 else "server_error")
         return error_response(request, exc.status_code, code, exc.detail, getattr(exc, "headers", None))
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect):  # nobody reads this body; the log and metrics do
+        return error_response(request, 499, "client_closed_request", "the client closed the connection mid-upload")
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception):

@@ -300,6 +300,34 @@ def test_server_error_answers_json_with_request_id(model_path, tmp_path, photos)
         assert metric(c.get("/metrics").text, "fashioncat_requests_total", route="/predict", status="500") >= 1
 
 
+def test_client_hanging_up_mid_upload_is_a_499_not_a_server_error(client, photos, caplog):
+    "An upload cut off by the client (a timeout, a closed tab) is counted and logged as 499, with no traceback."
+    import asyncio
+
+    app = client.app
+    body = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n' + photos["png"][0][:40]
+    messages = iter([{"type": "http.request", "body": body, "more_body": True}, {"type": "http.disconnect"}])
+    sent = []
+
+    async def receive():
+        return next(messages)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/predict", "raw_path": b"/predict", "query_string": b"", "root_path": "",
+        "headers": [(b"content-type", b"multipart/form-data; boundary=b"), (b"content-length", b"100000")],
+        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+    }  # fmt: skip
+    with caplog.at_level(logging.ERROR, logger="fashioncat"):
+        asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 499 and not caplog.records  # no "unhandled error" line
+    assert json.loads(sent[1]["body"])["error"] == "client_closed_request"
+    assert metric(client.get("/metrics").text, "fashioncat_requests_total", route="/predict", status="499") == 1
+
+
 def test_one_json_log_line_per_request(client, photos):
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
