@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-PRODUCTION = {"arch": "resnet", "widths": (48, 96, 192), "depths": (1, 1, 1)}  # configs/production.yaml
+PRODUCTION = {"arch": "resnet", "widths": (32, 64, 128), "depths": (1, 1, 1)}  # configs/production.yaml
 GOALS = {"p95_ms": 0.5, "images_per_s": 5000, "max_bytes": 2_000_000}  # issue 5, for the int8 model
 
 
