@@ -259,7 +259,7 @@ def test_dockerfile_layers_user_healthcheck():
                 rel = f.relative_to(ROOT).as_posix()
                 assert dockerignore_allows(rel), f"{rel} is COPY'd but excluded by .dockerignore"
     # dependency layer (settings.ini + install.sh deps) before any code is copied
-    deps_run = steps.index(("RUN", "sh install.sh deps"))
+    deps_run = next(i for i, (k, a) in enumerate(steps) if k == "RUN" and "sh install.sh deps" in a)
     first_code = next(i for i, (k, a) in enumerate(steps) if k == "COPY" and "fashioncat/" in a)
     assert deps_run < first_code and "settings.ini" in steps[deps_run - 1][1]
     assert kinds.index("USER") > kinds.index("RUN") and dict(steps)["USER"] not in ("root", "0")
