@@ -439,7 +439,10 @@ def markdown(res: dict) -> str:
     lines = [
         f"Load test `{res['command']}`, {res['date']}, {res['machine']}; load generator on the same machine.",
         "",
-        f"Model: `{res.get('model', 'models/fashioncat-int8.onnx (the default)')}`.",
+        (
+            f"Model: `{res.get('model', 'models/fashioncat-int8.onnx (the default)')}`; {res.get('workers', 1)} uvicorn "
+            f"worker(s), UI {'mounted' if res.get('ui', True) else 'not mounted (API only)'}."
+        ),
         "",
         "| server | input | rate/s | mean ms | p50 ms | p95 ms | p99 ms | errors | server CPU (of all cores) | peak RSS MB |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -531,6 +534,8 @@ async def main_async(args) -> dict:
 
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", OMP_NUM_THREADS=str(args.threads))
     env["FASHIONCAT_THREADS"] = str(args.threads)
+    if args.no_ui:
+        env["FASHIONCAT_UI_ENABLED"] = "false"
     if args.model:
         env["FASHIONCAT_MODEL_PATH"] = args.model  # a relative path: from the repository root (the server cwd)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "bench"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
@@ -539,6 +544,7 @@ async def main_async(args) -> dict:
         servers.append(Server("noop", "load_test:noop_app", "/noop", factory=True))
     model = env.get("FASHIONCAT_MODEL_PATH", "models/fashioncat-int8.onnx (the default)")
     res = {"fixed": [], "ramp": [], "max_rps": {}, "servers": [], "inputs": sizes, "model": model}
+    res["workers"], res["ui"] = args.workers, env.get("FASHIONCAT_UI_ENABLED", "true").lower() not in ("0", "false")
     log_dir = Path(tempfile.mkdtemp(prefix="fashioncat-load-"))  # server logs, named on failure
     for srv in servers:
         srv.start(args.python, args.workers, env, log_dir / f"{srv.name}-server.log")
@@ -612,6 +618,9 @@ def parse_args(argv=None):
         "--python", default=sys.executable, help="interpreter that runs the servers (e.g. .venv-serve/bin/python)"
     )
     ap.add_argument("--model", help="ONNX model the server runs (FASHIONCAT_MODEL_PATH); default: the shipped one")
+    ap.add_argument(
+        "--no-ui", action="store_true", help="API only (FASHIONCAT_UI_ENABLED=false), e.g. with --workers 2"
+    )
     ap.add_argument("--no-baseline", action="store_true", help="skip the no-op endpoint")
     ap.add_argument("--no-ramp", action="store_true")
     ap.add_argument("--quick", action="store_true", help="a short smoke run: 5 s phases, 2 s ramp steps, 4 steps")
