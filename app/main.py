@@ -20,7 +20,7 @@ from fashioncat.serving import Engine, Settings
 from .errors import install_error_handlers
 from .feedback import FeedbackStore
 from .logs import app_log, setup_logging
-from .metrics import Metrics
+from .metrics import PROCESS_SAMPLE_S, Metrics
 from .middleware import RequestContext
 from .routers import predict, system
 from .ui_mount import mount_ui_placeholder, start_ui
@@ -43,11 +43,21 @@ async def lifespan(app: FastAPI):
         "review_threshold": engine.review_threshold,
     }
     app_log.info("model loaded", extra={**loaded, "load_s": round(time.perf_counter() - t0, 3)})
+    metrics: Metrics = app.state.metrics
     async with AsyncExitStack() as stack:  # on shutdown: the UI's own lifespan first, then the task if still running
+        if metrics.multiproc_dir is not None:  # several workers: publish this one's CPU and memory until it stops
+            stack.callback(metrics.worker_exit)
+            stack.push_async_callback(_cancel, asyncio.create_task(_sample_process(metrics)))
         if app.state.ui_mount is not None:
             stack.push_async_callback(_cancel, asyncio.create_task(start_ui(app, stack)))
         yield
     app.state.engine = None
+
+
+async def _sample_process(metrics: Metrics) -> None:
+    while True:
+        metrics.sample_process()
+        await asyncio.sleep(PROCESS_SAMPLE_S)
 
 
 async def _cancel(task: asyncio.Task) -> None:
@@ -73,7 +83,12 @@ def create_app(settings: Settings | None = None, ui: bool = True) -> FastAPI:
     install_error_handlers(app)
     app.include_router(predict.router)
     app.include_router(system.router)
-    if ui and settings.ui_enabled:  # FASHIONCAT_UI_ENABLED=false: API only
+    if ui and settings.ui_enabled and app.state.metrics.multiproc_dir is not None:
+        app_log.warning(
+            "the UI is not mounted: this is one of several workers (PROMETHEUS_MULTIPROC_DIR is set), and the UI keeps "
+            "per-process state; serve it from a one-worker instance, or set FASHIONCAT_UI_ENABLED=false to silence this"
+        )
+    elif ui and settings.ui_enabled:  # FASHIONCAT_UI_ENABLED=false: API only
         mount_ui_placeholder(app)  # the Gradio app replaces it once the lifespan has built it (app/ui_mount.py)
     app.add_middleware(RequestContext, metrics=app.state.metrics)
     return app

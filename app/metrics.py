@@ -2,7 +2,16 @@
 
 One registry per app (`app.state.metrics`), holding the process, platform and GC collectors as the default registry
 does: a process serves one app, and tests that build several apps each see only their own traffic.
+
+Several uvicorn workers (`WEB_CONCURRENCY` > 1) each count their own requests, so a scrape would see one random
+worker. With `PROMETHEUS_MULTIPROC_DIR` set (docker/Dockerfile sets it when it starts several workers), prometheus_client
+keeps every worker's values in files there and `/metrics` answers their aggregate: counters and histograms summed,
+`process_cpu_seconds_total` and `process_resident_memory_bytes` summed over the live workers (each worker publishes
+its own every few seconds), `fashioncat_model_info` as the maximum.
 """
+
+import os
+import resource
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -14,20 +23,51 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.gc_collector import GCCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 disable_created_metrics()  # no `*_created` series: they double the exposition and no dashboard uses them
+PROCESS_SAMPLE_S = 5.0  # how often each worker publishes its CPU and memory in multiprocess mode
+
+
+def multiprocess_dir() -> str | None:
+    "The folder of prometheus_client's multiprocess mode, when the environment sets one."
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir") or None
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):  # not Linux: the peak instead
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 class Metrics:
     "The service's metrics on their own registry."
 
     def __init__(self):
+        self.multiproc_dir = multiprocess_dir()
         r = self.registry = CollectorRegistry()
-        ProcessCollector(registry=r)
-        PlatformCollector(registry=r)
-        GCCollector(registry=r)
+        self.process_cpu = self.process_rss = None
+        if self.multiproc_dir is None:
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+            GCCollector(registry=r)
+        else:  # the process collector sees one worker: each worker publishes its own, summed over the live ones
+            self.process_cpu = Gauge(
+                "process_cpu_seconds_total",
+                "Total user and system CPU time spent in seconds (all live workers)",
+                registry=r,
+                multiprocess_mode="livesum",
+            )
+            self.process_rss = Gauge(
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes (all live workers)",
+                registry=r,
+                multiprocess_mode="livesum",
+            )
         self.requests = Counter(
             "fashioncat_requests_total",
             "HTTP requests by route template, method and status",
@@ -67,14 +107,32 @@ class Metrics:
             "The model being served (value is always 1)",
             ["version", "commit", "architecture"],
             registry=r,
+            multiprocess_mode="max",
         )
         self.feedback = Counter(
             "fashioncat_feedback_total", "Corrections made in the UI, by corrected category", ["category"], registry=r
         )
 
     def render(self) -> tuple[bytes, str]:
-        "The exposition text of every metric, and its content type."
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        "The exposition text of every metric (of every worker, in multiprocess mode), and its content type."
+        if self.multiproc_dir is None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        self.sample_process()
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self.multiproc_dir)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+
+    def sample_process(self) -> None:
+        "Publish this worker's CPU time and memory (multiprocess mode only)."
+        if self.process_cpu is not None:
+            t = os.times()
+            self.process_cpu.set(t.user + t.system)
+            self.process_rss.set(_rss_bytes())
+
+    def worker_exit(self) -> None:
+        "Drop this worker's live gauges (multiprocess mode), so a stopped worker's memory is no longer counted."
+        if self.multiproc_dir is not None:
+            mark_process_dead(os.getpid(), self.multiproc_dir)
 
     def observe_results(self, results: list[dict]) -> None:
         "Count predictions, confidences and reviews (error entries are skipped)."

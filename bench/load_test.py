@@ -536,6 +536,8 @@ async def main_async(args) -> dict:
     env["FASHIONCAT_THREADS"] = str(args.threads)
     if args.no_ui:
         env["FASHIONCAT_UI_ENABLED"] = "false"
+    if args.workers > 1:  # as docker/Dockerfile starts several workers: their metrics aggregated in one folder
+        env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="fashioncat-metrics-")
     if args.model:
         env["FASHIONCAT_MODEL_PATH"] = args.model  # a relative path: from the repository root (the server cwd)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "bench"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)

@@ -421,3 +421,54 @@ def test_ui_can_be_turned_off(model_path, tmp_path):
         r = c.get("/ready")
         assert r.status_code == 200 and r.json()["ui"] == "disabled"
     assert Settings(_env_file=None).ui_enabled is True
+
+
+def test_several_workers_answer_one_set_of_metrics(model_path, tmp_path, photos):
+    "Two uvicorn workers with PROMETHEUS_MULTIPROC_DIR: every scrape shows the traffic of both, and the UI is refused."
+    import os
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp = tmp_path / "metrics"
+    mp.mkdir()
+    env = {**os.environ, "FASHIONCAT_MODEL_PATH": str(model_path), "FASHIONCAT_DATA_DIR": str(tmp_path / "fb")}
+    env |= {"PROMETHEUS_MULTIPROC_DIR": str(mp), "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port), "--workers", "2", "--no-access-log"]
+    url = f"http://127.0.0.1:{port}"
+    with open(tmp_path / "server.log", "w") as log:
+        proc = subprocess.Popen([*cmd, "--host", "127.0.0.1"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:  # both workers up: each publishes its process gauges under its own pid
+                if (
+                    httpx.get(url + "/ready", timeout=1).status_code == 200
+                    and len(list(mp.glob("gauge_livesum_*"))) >= 2
+                ):
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        else:
+            pytest.fail("two workers not ready in 90 s: " + (tmp_path / "server.log").read_text()[-2000:])
+        assert httpx.get(url + "/ready").json()["ui"] == "disabled"
+        for _ in range(30):  # a fresh connection each: the kernel hands them to either worker
+            r = httpx.post(url + "/predict", files={"file": ("a.png", photos["png"][0], "image/png")})
+            assert r.status_code == 200, r.text
+        pids = {f.stem.rsplit("_", 1)[1] for f in mp.glob("counter_*.db")}
+        assert len(pids) == 2, pids  # both workers served requests
+        for _ in range(6):  # whichever worker answers the scrape, it reports both
+            text = httpx.get(url + "/metrics").text
+            assert metric(text, "fashioncat_requests_total", route="/predict", status="200") == 30
+            assert metric(text, "fashioncat_predictions_total") == 30
+            assert metric(text, "process_resident_memory_bytes") > 2e7  # two processes' memory
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    log = (tmp_path / "server.log").read_text()
+    assert "the UI is not mounted: this is one of several workers" in log

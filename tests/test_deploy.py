@@ -267,6 +267,7 @@ def test_dockerfile_layers_user_healthcheck():
     assert "/health" in health and "urllib.request" in health and "curl" not in health
     assert "WEB_CONCURRENCY=1" in dict(steps)["ENV"] and "uvicorn app.main:app" in dict(steps)["CMD"]
     assert "--loop uvloop --http httptools" in dict(steps)["CMD"]  # never the silent fallback to asyncio + h11
+    assert "export PROMETHEUS_MULTIPROC_DIR=" in dict(steps)["CMD"]  # several workers: one set of metrics
     assert "torch" not in (DOCKER / "install.sh").read_text().replace("torch in the base", "").replace(
         "(torch|torchvision|fastai)", ""
     )
