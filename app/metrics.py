@@ -12,6 +12,7 @@ its own every few seconds), `fashioncat_model_info` as the maximum.
 
 import os
 import resource
+from pathlib import Path
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -34,6 +35,16 @@ PROCESS_SAMPLE_S = 5.0  # how often each worker publishes its CPU and memory in 
 def multiprocess_dir() -> str | None:
     "The folder of prometheus_client's multiprocess mode, when the environment sets one."
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir") or None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
 
 
 def _rss_bytes() -> int:
@@ -118,6 +129,7 @@ class Metrics:
         if self.multiproc_dir is None:
             return generate_latest(self.registry), CONTENT_TYPE_LATEST
         self.sample_process()
+        self.forget_dead_workers()
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=self.multiproc_dir)
         return generate_latest(registry), CONTENT_TYPE_LATEST
@@ -128,6 +140,13 @@ class Metrics:
             t = os.times()
             self.process_cpu.set(t.user + t.system)
             self.process_rss.set(_rss_bytes())
+
+    def forget_dead_workers(self) -> None:
+        "Drop the live gauges of workers that died without `worker_exit` (uvicorn restarts a crashed worker)."
+        pids = {f.stem.rsplit("_", 1)[-1] for f in Path(self.multiproc_dir).glob("gauge_live*_*.db")}
+        for pid in pids:
+            if pid.isdigit() and not _alive(int(pid)):
+                mark_process_dead(int(pid), self.multiproc_dir)
 
     def worker_exit(self) -> None:
         "Drop this worker's live gauges (multiprocess mode), so a stopped worker's memory is no longer counted."

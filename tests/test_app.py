@@ -4,6 +4,7 @@ import base64
 import io
 import json
 import logging
+import os
 import re
 import struct
 import subprocess
@@ -425,7 +426,6 @@ def test_ui_can_be_turned_off(model_path, tmp_path):
 
 def test_several_workers_answer_one_set_of_metrics(model_path, tmp_path, photos):
     "Two uvicorn workers with PROMETHEUS_MULTIPROC_DIR: every scrape shows the traffic of both, and the UI is refused."
-    import os
     import socket
     import time
 
@@ -472,3 +472,24 @@ def test_several_workers_answer_one_set_of_metrics(model_path, tmp_path, photos)
         proc.wait(timeout=20)
     log = (tmp_path / "server.log").read_text()
     assert "the UI is not mounted: this is one of several workers" in log
+
+
+def test_a_dead_workers_memory_is_not_counted(tmp_path):
+    "Multiprocess mode: a worker that died without cleaning up (a crash) drops out of the summed process gauges."
+    code = (
+        "import os, shutil, sys\n"
+        "from pathlib import Path\n"
+        "from app.metrics import Metrics\n"
+        "m = Metrics(); m.sample_process()\n"
+        "d = Path(os.environ['PROMETHEUS_MULTIPROC_DIR']); own = d / f'gauge_livesum_{os.getpid()}.db'\n"
+        "shutil.copy(own, d / 'gauge_livesum_999999999.db')  # a crashed worker: no such process\n"
+        "rss = [float(l.split()[-1]) for l in m.render()[0].decode().splitlines() if l.startswith('process_resident_memory_bytes ')]\n"
+        "assert rss == [m.process_rss._value.get()], (rss, m.process_rss._value.get())  # this worker's alone\n"
+        "assert not (d / 'gauge_livesum_999999999.db').exists()\n"
+        "m.worker_exit(); assert not own.exists(); print('ok')"
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT, env=env, check=False
+    )
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
