@@ -11,7 +11,6 @@ its own every few seconds), `fashioncat_model_info` as the maximum.
 """
 
 import os
-import resource
 from pathlib import Path
 
 from prometheus_client import (
@@ -47,14 +46,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):  # not Linux: the peak instead
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 class Metrics:
     "The service's metrics on their own registry."
 
@@ -66,7 +57,8 @@ class Metrics:
             ProcessCollector(registry=r)
             PlatformCollector(registry=r)
             GCCollector(registry=r)
-        else:  # the process collector sees one worker: each worker publishes its own, summed over the live ones
+        else:  # the process collector sees one worker: each worker publishes its figures, summed over the live ones
+            self._own_process = ProcessCollector(registry=None)
             self.process_cpu = Gauge(
                 "process_cpu_seconds_total",
                 "Total user and system CPU time spent in seconds (all live workers)",
@@ -136,10 +128,12 @@ class Metrics:
 
     def sample_process(self) -> None:
         "Publish this worker's CPU time and memory (multiprocess mode only)."
-        if self.process_cpu is not None:
-            t = os.times()
-            self.process_cpu.set(t.user + t.system)
-            self.process_rss.set(_rss_bytes())
+        if self.process_cpu is None:
+            return
+        gauges = {"process_cpu_seconds": self.process_cpu, "process_resident_memory_bytes": self.process_rss}
+        for family in self._own_process.collect():  # prometheus_client's own reading of /proc
+            if family.name in gauges:
+                gauges[family.name].set(family.samples[0].value)
 
     def forget_dead_workers(self) -> None:
         "Drop the live gauges of workers that died without `worker_exit` (uvicorn restarts a crashed worker)."
