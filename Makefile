@@ -43,7 +43,7 @@ gate: install  ## quality gate: the shipped ONNX model on the test set vs its co
 test: check-sync nbtest pytest gate  ## THE test command: install from scratch, check notebooks, run every test
 
 lint: install  ## ruff on hand-written code
-	$(VENV)/bin/ruff check app tests bench && $(VENV)/bin/ruff format --check app tests bench
+	$(VENV)/bin/ruff check app tests bench scripts && $(VENV)/bin/ruff format --check app tests bench scripts
 
 $(SERVE_VENV)/.installed: settings.ini setup.py
 	$(PYTHON) -m venv $(SERVE_VENV)

@@ -1,0 +1,159 @@
+"""Train several candidate recipes side by side on one GPU, within a wall-clock budget, for choosing the production model.
+
+A tiny network leaves an H100 idle most of the time (each step is a few small kernels and Python around them), so
+several trainings in parallel processes cost little more than one. Each candidate is `configs/production.yaml` with
+a few keys overridden (`CANDIDATES` below). Two phases:
+  1. calibration: every candidate trains 3 epochs, all at once; the time of the last epoch gives each one's pace;
+  2. the real runs, all at once, each with as many epochs as fit in `--budget-s` at its pace (capped at `--max-epochs`),
+     through the same `fashioncat.training.train` that `fashioncat_train` runs (so the same config trains on CPU too).
+Each run writes `<out>/<name>/{config.yaml, logs/, models/best_model, models/final_model}`; a run still going at
+`--deadline-s` is stopped (its best epoch so far stays saved). Choose among them on validation accuracy, never on test.
+
+    python scripts/train_candidates.py --out runs/gpu --budget-s 420     # on the GPU machine
+    python scripts/train_candidates.py --out /tmp/c --budget-s 60 --only base --max-epochs 2 --subset 3000   # smoke
+"""
+
+import argparse
+import copy
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# name -> overrides of configs/production.yaml ("section.key": value). Multiply-adds per image stay <= ~60 M so that
+# the int8 model keeps issue 5's CPU speed (the shipped 37 M-MAC net does 8,300 images/s on 2 threads).
+CANDIDATES = {
+    "base": {},  # the shipped recipe (ResNetMini 32/64/128, 0.31 M parameters, 37 M MACs), trained longer
+    "deep4": {"model.widths": [32, 64, 128, 256], "model.depths": [1, 1, 1, 1]},  # 1.23 M parameters, 52 M MACs
+    "wide40": {"model.widths": [40, 80, 160]},  # 0.48 M parameters, 58 M MACs
+    "deep112": {"model.depths": [1, 1, 2]},  # 0.60 M parameters, 52 M MACs
+    "deep4-reg": {
+        "model.widths": [32, 64, 128, 256],
+        "model.depths": [1, 1, 1, 1],
+        "model.dropout": 0.3,
+        "data.augment.erase_area": [0.02, 0.33],
+    },
+    "deep4-bs256": {  # half the steps per epoch, so more epochs in the same time
+        "model.widths": [32, 64, 128, 256],
+        "model.depths": [1, 1, 1, 1],
+        "data.batch_size": 256,
+        "training.lr": 0.006,
+    },
+}
+
+_RUNNER = "import sys, yaml; from fashioncat.training import parse_config, train; train(parse_config(yaml.safe_load(open(sys.argv[1]))), progress=False)"
+_EPOCH = re.compile(r"^(\S+ \S+) INFO epoch (\d+)/(\d+) ")
+
+
+def candidate(name: str, base: dict, out: Path, epochs: int, subset: int | None, device: str) -> Path:
+    "Write the candidate's config (the base with its overrides) and return its path."
+    d = copy.deepcopy(base)
+    for dotted, v in CANDIDATES[name].items():
+        *path, last = dotted.split(".")
+        node = d
+        for p in path:
+            node = node.setdefault(p, {})
+        node[last] = v
+    d["training"].update(epochs=epochs, device=device)
+    d["data"]["subset"] = subset
+    d["logging"] = {"log_dir": str(out / name / "logs"), "models_dir": str(out / name / "models")}
+    (out / name).mkdir(parents=True, exist_ok=True)
+    path = out / name / "config.yaml"
+    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    return path
+
+
+def epoch_seconds(log: Path) -> float | None:
+    "Wall seconds of the last logged epoch, from the timestamps of `training.log`."
+    stamps = [
+        datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f")
+        for m in map(_EPOCH.match, log.read_text().splitlines())
+        if m
+    ]
+    return (stamps[-1] - stamps[-2]).total_seconds() if len(stamps) >= 2 else None
+
+
+def run_all(configs: dict, deadline: float, threads: int) -> dict:
+    "Run `train` on every config in its own process, all at once; stop those still going at `deadline`."
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}  # several processes share the CPU cores
+    procs = {
+        n: subprocess.Popen(
+            [sys.executable, "-c", _RUNNER, str(c)],
+            cwd=ROOT,
+            env=env,
+            stdout=open(c.parent / "stdout.txt", "w"),  # noqa: SIM115 (the child writes it until it ends)
+            stderr=subprocess.STDOUT,
+        )
+        for n, c in configs.items()
+    }
+    while any(p.poll() is None for p in procs.values()) and time.time() < deadline:
+        time.sleep(2)
+    for n, p in procs.items():
+        if p.poll() is None:
+            print(f"{n}: still running at the deadline, stopped (its best epoch so far stays saved)", flush=True)
+            p.kill()
+            p.wait()
+    return {n: p.returncode for n, p in procs.items()}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="runs/candidates", help="folder for the runs")
+    ap.add_argument("--budget-s", type=float, default=420, help="wall seconds the real runs may take")
+    ap.add_argument("--deadline-s", type=float, default=None, help="stop runs still going this long after the start")
+    ap.add_argument("--max-epochs", type=int, default=300)
+    ap.add_argument("--only", nargs="*", default=None, help="candidate names (default: all)")
+    ap.add_argument("--subset", type=int, default=None, help="training images per run (smoke tests)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads per training process")
+    a = ap.parse_args()
+    t0 = time.time()
+    out = Path(a.out).resolve()
+    base = yaml.safe_load((ROOT / "configs" / "production.yaml").read_text())
+    names = a.only or list(CANDIDATES)
+    deadline = t0 + (a.deadline_s or 1e9)
+
+    cal = {n: candidate(n, base, out / "calibration", 3, a.subset, a.device) for n in names}
+    codes = run_all(cal, deadline, a.threads)
+    pace = {}
+    for n in names:
+        s = epoch_seconds(out / "calibration" / n / "logs" / "training.log") if codes[n] == 0 else None
+        if s is None:
+            print(f"{n}: calibration failed (exit {codes[n]}); see {cal[n].parent / 'stdout.txt'}", flush=True)
+            print((cal[n].parent / "stdout.txt").read_text()[-3000:], flush=True)
+            continue
+        pace[n] = s
+    print(f"calibration took {time.time() - t0:.0f} s; seconds per epoch: {json.dumps(pace)}", flush=True)
+    if not pace:
+        sys.exit("no candidate trained in calibration")
+
+    budget = min(a.budget_s, deadline - time.time() - 45)  # 45 s: start-up, data and the last validation
+    epochs = {n: max(1, min(a.max_epochs, int(0.92 * budget / s))) for n, s in pace.items()}
+    print(f"budget {budget:.0f} s; epochs: {json.dumps(epochs)}", flush=True)
+    runs = {n: candidate(n, base, out, e, a.subset, a.device) for n, e in epochs.items()}
+    t1 = time.time()
+    codes = run_all(runs, deadline, a.threads)
+    summary = {}
+    for n in runs:
+        best = out / n / "models" / "best_model" / "config.json"
+        cfg = json.loads(best.read_text()) if best.exists() else {}
+        summary[n] = {"exit": codes[n], "epochs": epochs[n], "seconds_per_epoch": pace[n], "best": cfg.get("metrics")}
+    print(f"runs took {time.time() - t1:.0f} s (all {time.time() - t0:.0f} s)", flush=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    for n, s in sorted(summary.items(), key=lambda kv: -((kv[1]["best"] or {}).get("valid_accuracy") or 0)):
+        b = s["best"] or {}
+        print(
+            f"{n:12s} exit={s['exit']} epochs={s['epochs']:4d} best valid={b.get('valid_accuracy')} (epoch {b.get('epoch')})"
+        )
+
+
+if __name__ == "__main__":
+    main()
