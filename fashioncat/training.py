@@ -132,13 +132,13 @@ def pick_device(device:str='auto')->str:
     return 'cuda' if device == 'cuda' or (device == 'auto' and torch.cuda.is_available()) else 'cpu'
 
 def git_commit(path:str|Path='.')->str:
-    "The current commit (with `-dirty` when the tree has changes); outside git, `$FASHIONCAT_COMMIT` (set it where a copy of the tree without `.git` trains, say on a GPU machine), else 'unknown'."
-    outside = os.environ.get('FASHIONCAT_COMMIT') or 'unknown'
+    "`$FASHIONCAT_COMMIT` when set (a copy of the tree trains elsewhere, say on a GPU machine, with no `.git` or a stale one); else the current commit (with `-dirty` when the tree has changes), or 'unknown'."
+    if os.environ.get('FASHIONCAT_COMMIT'): return os.environ['FASHIONCAT_COMMIT']
     try:
         sha = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=path, capture_output=True, text=True, timeout=10).stdout.strip()
         dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=path, capture_output=True, text=True, timeout=10).stdout.strip()
-        return (sha + ('-dirty' if dirty else '')) if sha else outside
-    except (OSError, subprocess.SubprocessError): return outside
+        return (sha + ('-dirty' if dirty else '')) if sha else 'unknown'
+    except (OSError, subprocess.SubprocessError): return 'unknown'
 
 def hardware(device:str)->str:
     "A one-line description of the machine that trains."
