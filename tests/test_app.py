@@ -213,6 +213,114 @@ def test_malformed_requests(client, kwargs, status, code):
     assert r.json()["error"] == code and r.json()["detail"]
 
 
+# --- the direct paths for a small single-file upload ---
+
+
+def _multipart(parts: list[tuple[bytes, bytes]], boundary: bytes = b"xYz0-9", tail: bytes = b"\r\n") -> bytes:
+    "A multipart body from (part headers, part data) pairs."
+    out = b"".join(b"--" + boundary + b"\r\n" + h + b"\r\n\r\n" + d + b"\r\n" for h, d in parts)
+    return out + b"--" + boundary + b"--" + tail
+
+
+_DISP = b'Content-Disposition: form-data; name="file"; filename="a.png"'
+_DATA = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) + b"\r\n--not-the-boundary\r\n"  # bytes that look like structure
+MULTIPART = {  # (content type, body, read directly?)
+    "usual": (
+        "multipart/form-data; boundary=xYz0-9",
+        _multipart([(_DISP + b"\r\nContent-Type: image/png", _DATA)]),
+        True,
+    ),
+    "no_part_type": ("multipart/form-data; boundary=xYz0-9", _multipart([(_DISP, _DATA)]), True),
+    "no_tail": ("multipart/form-data; boundary=xYz0-9", _multipart([(_DISP, _DATA)], tail=b""), True),
+    "lower_case": (
+        "multipart/form-data;boundary=xYz0-9",
+        _multipart([(_DISP.lower().replace(b"a.png", b"A.png"), _DATA)]),
+        True,
+    ),
+    "quoted_boundary": ('multipart/form-data; boundary="xYz0-9"', _multipart([(_DISP, _DATA)]), False),
+    "charset": ("multipart/form-data; boundary=xYz0-9; charset=latin-1", _multipart([(_DISP, _DATA)]), False),
+    "two_parts": ("multipart/form-data; boundary=xYz0-9", _multipart([(_DISP, _DATA), (_DISP, b"second")]), False),
+    "text_field_too": (
+        "multipart/form-data; boundary=xYz0-9",
+        _multipart([(_DISP, _DATA), (b'Content-Disposition: form-data; name="note"', b"hi")]),
+        False,
+    ),
+    "other_name": (
+        "multipart/form-data; boundary=xYz0-9",
+        _multipart([(_DISP.replace(b'"file"', b'"File"'), _DATA)]),
+        False,
+    ),
+    "text_not_file": (
+        "multipart/form-data; boundary=xYz0-9",
+        _multipart([(_DISP.split(b"; filename")[0], b"text")]),
+        False,
+    ),
+    "windows_path": (
+        "multipart/form-data; boundary=xYz0-9",
+        _multipart([(_DISP.replace(b"a.png", b"C:\\x\\a.png"), _DATA)]),
+        False,
+    ),
+    "utf8_name": (
+        "multipart/form-data; boundary=xYz0-9",
+        _multipart([(_DISP.replace(b"a.png", "é.png".encode()), _DATA)]),
+        False,
+    ),
+    "extra_header": ("multipart/form-data; boundary=xYz0-9", _multipart([(_DISP + b"\r\nX-Other: 1", _DATA)]), False),
+    "preamble": ("multipart/form-data; boundary=xYz0-9", b"preamble\r\n" + _multipart([(_DISP, _DATA)]), False),
+    "epilogue": ("multipart/form-data; boundary=xYz0-9", _multipart([(_DISP, _DATA)], tail=b"\r\nepilogue"), False),
+    "unclosed": ("multipart/form-data; boundary=xYz0-9", _multipart([(_DISP, _DATA)])[:-10], False),
+}
+
+
+@pytest.mark.parametrize("name", list(MULTIPART))
+def test_single_file_reads_what_the_multipart_parser_reads(name):
+    "The direct read gives the general parser's (filename, bytes), and declines every other shape of body."
+    import asyncio
+
+    from starlette.datastructures import Headers, UploadFile
+    from starlette.formparsers import MultiPartException, MultiPartParser
+
+    from app.uploads import single_file
+
+    ctype, body, direct = MULTIPART[name]
+
+    async def parse():
+        async def stream():
+            yield body
+
+        form = await MultiPartParser(Headers({"content-type": ctype}), stream(), max_files=4, max_fields=4).parse()
+        part = form.get("file")
+        return (part.filename, await part.read()) if isinstance(part, UploadFile) else ("not a file", len(form))
+
+    try:
+        parsed = asyncio.run(parse())
+    except MultiPartException as e:
+        parsed = ("malformed", e.message)
+    got = single_file(body, ctype)
+    assert (got is not None) == direct
+    if direct:
+        assert got == parsed and got[1] == _DATA
+
+
+@pytest.mark.parametrize("name", list(MULTIPART))
+def test_every_shape_of_multipart_gets_the_same_answer(client, photos, name):
+    "Read directly or by the general parser, the API answers each body as it did with the parser alone."
+    import app.uploads
+
+    ctype, body, _ = MULTIPART[name]
+    body = body.replace(_DATA, photos["png"][0])
+    answers = []
+    for direct_max in (app.uploads._DIRECT_MAX, 0):  # 0: every body goes to the general parser
+        old, app.uploads._DIRECT_MAX = app.uploads._DIRECT_MAX, direct_max
+        try:
+            r = client.post("/predict", content=body, headers={"content-type": ctype})
+        finally:
+            app.uploads._DIRECT_MAX = old
+        j = r.json()
+        answers.append((r.status_code, j.get("category"), j.get("filename"), j.get("error"), j.get("detail")))
+    assert answers[0] == answers[1]
+
+
 # --- batch ---
 
 
