@@ -321,6 +321,31 @@ def test_every_shape_of_multipart_gets_the_same_answer(client, photos, name):
     assert answers[0] == answers[1]
 
 
+def test_small_pngs_are_categorised_on_the_event_loop(client, photos, test_set, monkeypatch):
+    "A Fashion-MNIST-sized PNG skips the threadpool; photos, large PNGs and other formats still go there."
+    import app.routers.predict
+    from app.service import INLINE_MAX_PIXELS, inline_ok
+
+    x, _ = test_set
+    small = png(x[0])
+    assert inline_ok(small) and not inline_ok(photos["png"][0]) and not inline_ok(photos["jpeg"][0])
+    assert not inline_ok(bomb()) and not inline_ok(bomb(65, 64)) and inline_ok(bomb(64, 64)) and not inline_ok(b"")
+    assert (
+        INLINE_MAX_PIXELS <= 64 * 64
+    )  # a few tenths of a millisecond of CPU at most (bench figures in app/service.py)
+    hops = []
+    real = app.routers.predict.run_in_threadpool
+
+    async def counted(*args, **kwargs):
+        hops.append(args[0].__name__)
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(app.routers.predict, "run_in_threadpool", counted)
+    a = client.post("/predict", files={"file": ("a.png", small, "image/png")})
+    b = client.post("/predict", files={"file": ("b.jpg", photos["jpeg"][0], "image/jpeg")})
+    assert a.status_code == b.status_code == 200 and hops == ["categorise"]
+
+
 # --- batch ---
 
 

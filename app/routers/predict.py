@@ -9,7 +9,7 @@ from fashioncat.serving import Engine, Settings
 
 from ..deps import get_engine, get_settings, require_api_key
 from ..schemas import BatchResponse, ErrorResponse, PredictResponse
-from ..service import categorise, public
+from ..service import categorise, inline_ok, public
 from ..uploads import read_many, read_one
 
 _ERRORS = {s: {"model": ErrorResponse} for s in (400, 401, 413, 415, 422)}
@@ -45,7 +45,11 @@ async def predict(request: Request, engine: EngineDep, s: SettingsDep):
     """A multipart `file`, or JSON `{"image_base64": ...}`. Returns the category (English and Russian), its
     confidence, the top-k, and `needs_review` when the confidence is below the model's review threshold."""
     item = await read_one(request, s)
-    (r,) = await run_in_threadpool(categorise, engine, request.app.state.metrics, [item], errors="raise")
+    metrics = request.app.state.metrics
+    if inline_ok(item[1]):  # a small PNG: cheaper here than the hop to a worker thread
+        (r,) = categorise(engine, metrics, [item], errors="raise")
+    else:
+        (r,) = await run_in_threadpool(categorise, engine, metrics, [item], errors="raise")
     rid = request.state.request_id
     request.state.log.update(
         category=r["category"], confidence=r["confidence"], needs_review=r["needs_review"], image=r["image"]
