@@ -400,6 +400,24 @@ def test_api_keys_on(model_path, tmp_path, photos):
         assert c.post("/predict/batch", files=[("files", f["file"])]).status_code == 401
         assert c.post("/predict/batch", files=[("files", f["file"])], headers={"X-API-Key": "k-one"}).status_code == 200
         assert c.get("/health").status_code == 200 and c.get("/metrics").status_code == 200
+        from app.routers import predict  # every /predict* route checks the key first, before it reads the upload
+
+        for route in predict.router.routes:
+            r = c.post(route.path, content=b"not even a valid body", headers={"content-type": "text/plain"})
+            assert (route.path, r.status_code, r.headers["www-authenticate"]) == (route.path, 401, "API-Key")
+        op = c.get("/openapi.json").json()["paths"]
+        for path in ("/predict", "/predict/batch"):  # the header is documented as FastAPI's Header() did
+            (param,) = op[path]["post"]["parameters"]
+            assert param["name"] == "x-api-key" and param["in"] == "header" and not param["required"]
+
+
+def test_predict_before_the_model_is_loaded_is_a_503(model_path, tmp_path, photos):
+    app = make_app(model_path, tmp_path)
+    with TestClient(app) as c:
+        app.state.engine = None  # as between the process start and the end of the lifespan's model load
+        r = c.post("/predict", files={"file": ("a.png", photos["png"][0], "image/png")})
+        assert (r.status_code, r.json()["error"]) == (503, "not_ready")
+        assert c.post("/predict/batch", files=[("files", ("a.png", photos["png"][0], "image/png"))]).status_code == 503
 
 
 def test_api_keys_off_by_default(client, photos):
