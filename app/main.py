@@ -75,6 +75,9 @@ def create_app(settings: Settings | None = None, ui: bool = True) -> FastAPI:
         version=fashioncat.__version__,
         summary="Product photo -> one of the 10 Fashion-MNIST categories, with a calibrated confidence",
         lifespan=lifespan,
+        # The service reports through Prometheus and JSON logs; FastAPI's native OpenTelemetry would otherwise ask the
+        # (unconfigured) global providers on every request whether it is wanted.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.engine = None

@@ -1,6 +1,8 @@
 """Categorisation as the API and the UI run it: guards and preprocessing per image, one timed inference per batch,
-metrics, and the fields of the request's log line. Synchronous: callers run it in the threadpool."""
+metrics, and the fields of the request's log line. Synchronous: callers run it in the threadpool, except for a small
+image (`inline_ok`), which takes less CPU than the hop to a worker thread and back."""
 
+import struct
 import time
 
 import numpy as np
@@ -8,6 +10,20 @@ import numpy as np
 from fashioncat.serving import Engine, ServingError, error_dict, photo_view
 
 from .metrics import Metrics
+
+INLINE_MAX_BYTES = 32 * 1024  # a PNG at most this large ...
+INLINE_MAX_PIXELS = 64 * 64  # ... whose header says at most this many pixels takes under 1 ms (<= 0.45 ms + the model)
+_PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def inline_ok(data: bytes) -> bool:
+    """Whether the event loop may categorise `data` itself: a small PNG (a Fashion-MNIST-sized one takes ~0.4 ms of
+    CPU, the threadpool hop ~0.2 ms more). Other formats, whose decoding cost the header does not bound as cheaply,
+    go to the threadpool."""
+    if len(data) > INLINE_MAX_BYTES or not data.startswith(_PNG) or data[12:16] != b"IHDR" or len(data) < 24:
+        return False
+    w, h = struct.unpack(">II", data[16:24])
+    return w * h <= INLINE_MAX_PIXELS
 
 
 def categorise(

@@ -16,6 +16,7 @@ the queue (no coordinated omission). Only 127.0.0.1 is ever contacted.
 
 import argparse
 import asyncio
+import collections
 import gzip
 import io
 import json
@@ -119,32 +120,80 @@ def multipart_request(path: str, port: int, body: bytes, filename: str, ctype: s
 KEEPALIVE_S = 4.0  # uvicorn closes a keep-alive connection idle for 5 s: reuse only younger ones, as httpx does
 
 
-class Conn:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        self.reader, self.writer, self.ok, self.idle_since = reader, writer, True, 0.0
+def _response_end(buf: bytearray, head_end: int, head: bytes) -> int | None:
+    "Where the response whose header ends at `head_end` ends in `buf`, or None while it is incomplete."
+    if b"transfer-encoding: chunked" not in head:
+        i = head.find(b"content-length:")
+        n = int(head[i + 15 : head.index(b"\r\n", i)]) if i >= 0 else 0
+        return head_end + n if len(buf) >= head_end + n else None
+    pos = head_end
+    while True:  # chunks: size line, data, CRLF; a zero-size chunk ends the body (no trailers from uvicorn)
+        eol = buf.find(b"\r\n", pos)
+        if eol < 0:
+            return None
+        size = int(bytes(buf[pos:eol]).split(b";")[0], 16)
+        pos = eol + 2 + size + 2
+        if len(buf) < pos:
+            return None
+        if size == 0:
+            return pos
+
+
+class Conn(asyncio.Protocol):
+    """One keep-alive connection, read by a protocol's callbacks: a stream reader's coroutines per response cost the
+    load generator, which shares the server's cores, about twice the CPU."""
+
+    def __init__(self):
+        self.transport, self.buf, self.waiter = None, bytearray(), None
+        self.ok, self.eof, self.idle_since = True, False, 0.0
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data: bytes):
+        self.buf += data
+        w = self.waiter
+        if w is None or w.done():
+            return
+        head_end = self.buf.find(b"\r\n\r\n") + 4
+        if head_end < 4:
+            return
+        head = bytes(self.buf[:head_end]).lower()
+        try:
+            end, status = _response_end(self.buf, head_end, head), int(head[9:12])
+        except ValueError as e:  # not HTTP: counted as an error, as a stream reader's parse would be
+            w.set_exception(e)
+            self.close()
+            return
+        if end is not None:
+            del self.buf[:end]
+            if b"connection: close" in head:
+                self.close()
+            w.set_result(status)
+
+    def eof_received(self):
+        self.eof = True
+        self._fail(asyncio.IncompleteReadError(bytes(self.buf), None))
+
+    def connection_lost(self, exc):
+        self.eof, self.ok = True, False
+        self._fail(exc or asyncio.IncompleteReadError(bytes(self.buf), None))
+
+    def _fail(self, exc: BaseException):
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(exc)
 
     async def request(self, data: bytes) -> int:
-        self.writer.write(data)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        headers = head.lower()
-        if b"transfer-encoding: chunked" in headers:
-            while True:
-                size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
-                await self.reader.readexactly(size + 2)
-                if size == 0:
-                    break
-        else:
-            i = headers.find(b"content-length:")
-            n = int(headers[i + 15 : headers.index(b"\r\n", i)]) if i >= 0 else 0
-            await self.reader.readexactly(n)
-        if b"connection: close" in headers:
-            self.close()
-        return status
+        "Send one request and wait for its whole response: its status code."
+        if self.eof:
+            raise asyncio.IncompleteReadError(b"", None)
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(data)
+        return await self.waiter
 
     def close(self):
         self.ok = False
-        self.writer.close()
+        self.transport.close()
 
 
 class Pool:
@@ -154,36 +203,50 @@ class Pool:
 
     def __init__(self, port: int, limit: int = 256):
         self.port, self.limit, self.idle, self.n = port, limit, [], 0
-        self.free = asyncio.Condition()
+        self.waiting: collections.deque[asyncio.Future] = collections.deque()
 
     async def get(self) -> Conn:
-        async with self.free:
-            while True:
-                now = asyncio.get_running_loop().time()
-                while self.idle:
-                    c = self.idle.pop()
-                    if not c.reader.at_eof() and now - c.idle_since < KEEPALIVE_S:
-                        return c
-                    c.close()
-                    self.n -= 1
-                if self.n < self.limit:
-                    break
-                await self.free.wait()
-            self.n += 1
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            while self.idle:
+                c = self.idle.pop()
+                if not c.eof and now - c.idle_since < KEEPALIVE_S:
+                    return c
+                c.close()
+                self.n -= 1
+            if self.n < self.limit:
+                break
+            fut = loop.create_future()
+            self.waiting.append(fut)
+            try:
+                await fut
+            except asyncio.CancelledError:
+                if fut.done() and not fut.cancelled():  # woken, then cancelled: pass the turn on
+                    self._wake()
+                raise
+        self.n += 1
         try:
-            return Conn(*await asyncio.open_connection(HOST, self.port))
-        except OSError:
+            return (await loop.create_connection(Conn, HOST, self.port))[1]
+        except BaseException:
             self.n -= 1
+            self._wake()
             raise
 
-    async def put(self, c: Conn):
-        async with self.free:
-            if c.ok:
-                c.idle_since = asyncio.get_running_loop().time()
-                self.idle.append(c)
-            else:
-                self.n -= 1
-            self.free.notify()
+    def put(self, c: Conn):
+        if c.ok:
+            c.idle_since = asyncio.get_running_loop().time()
+            self.idle.append(c)
+        else:
+            self.n -= 1
+        self._wake()
+
+    def _wake(self):
+        while self.waiting:
+            fut = self.waiting.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
 
     def close(self):
         for c in self.idle:
@@ -202,6 +265,21 @@ def free_port() -> int:
 
 def process_tree(pid: int) -> list[int]:
     "`pid` and its descendants (uvicorn --workers N forks them)."
+    if not Path(f"/proc/{pid}/task/{pid}/children").exists():  # a kernel without it: scan every process
+        return _process_tree_scan(pid)
+    tree, todo = [], [pid]
+    while todo:  # each thread's children file: a few reads, not one per process on the machine (4 times a second)
+        q = todo.pop()
+        tree.append(q)
+        for f in Path(f"/proc/{q}/task").glob("*/children"):
+            try:
+                todo += [int(c) for c in f.read_text().split()]
+            except (OSError, ValueError):
+                pass
+    return tree
+
+
+def _process_tree_scan(pid: int) -> list[int]:
     parents = {}
     for p in Path("/proc").iterdir():
         if p.name.isdigit():
@@ -340,16 +418,26 @@ async def run_phase(server: Server, name: str, bodies: list[bytes], rate: float,
     n = max(1, int(rate * duration))
 
     async def one(t_sched: float, data: bytes):
-        conn = None
+        conn, task, late = None, asyncio.current_task(), []
+
+        def expire():  # the deadline counts from the scheduled send time, waiting for a connection included
+            late.append(True)
+            task.cancel()
+
+        deadline = loop.call_at(t_sched + timeout, expire)
         try:
-            conn = await asyncio.wait_for(pool.get(), timeout)
-            status = await asyncio.wait_for(conn.request(data), timeout - (loop.time() - t_sched))
-        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as e:
-            status = type(e).__name__
+            conn = await pool.get()
+            status = await conn.request(data)
+        except (asyncio.CancelledError, OSError, asyncio.IncompleteReadError, ValueError) as e:
+            if isinstance(e, asyncio.CancelledError) and not late:
+                raise
+            status = "TimeoutError" if late else type(e).__name__
             if conn:
                 conn.close()
+        finally:
+            deadline.cancel()
         if conn:
-            await pool.put(conn)
+            pool.put(conn)
         statuses[status] = statuses.get(status, 0) + 1
         lat.append((loop.time() - t_sched, status))
 

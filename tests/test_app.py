@@ -213,6 +213,139 @@ def test_malformed_requests(client, kwargs, status, code):
     assert r.json()["error"] == code and r.json()["detail"]
 
 
+# --- the direct paths for a small single-file upload ---
+
+
+def _multipart(parts: list[tuple[bytes, bytes]], boundary: bytes = b"xYz0-9", tail: bytes = b"\r\n") -> bytes:
+    "A multipart body from (part headers, part data) pairs."
+    out = b"".join(b"--" + boundary + b"\r\n" + h + b"\r\n\r\n" + d + b"\r\n" for h, d in parts)
+    return out + b"--" + boundary + b"--" + tail
+
+
+_DISP = b'Content-Disposition: form-data; name="file"; filename="a.png"'
+_DATA = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) + b"\r\n--not-the-boundary\r\n"  # bytes that look like structure
+MULTIPART = {  # (content type, body, read directly?)
+    "usual": (
+        "multipart/form-data; boundary=xYz0-9",
+        _multipart([(_DISP + b"\r\nContent-Type: image/png", _DATA)]),
+        True,
+    ),
+    "no_part_type": ("multipart/form-data; boundary=xYz0-9", _multipart([(_DISP, _DATA)]), True),
+    "no_tail": ("multipart/form-data; boundary=xYz0-9", _multipart([(_DISP, _DATA)], tail=b""), True),
+    "lower_case": (
+        "multipart/form-data;boundary=xYz0-9",
+        _multipart([(_DISP.lower().replace(b"a.png", b"A.png"), _DATA)]),
+        True,
+    ),
+    "quoted_boundary": ('multipart/form-data; boundary="xYz0-9"', _multipart([(_DISP, _DATA)]), False),
+    "charset": ("multipart/form-data; boundary=xYz0-9; charset=latin-1", _multipart([(_DISP, _DATA)]), False),
+    "two_parts": ("multipart/form-data; boundary=xYz0-9", _multipart([(_DISP, _DATA), (_DISP, b"second")]), False),
+    "text_field_too": (
+        "multipart/form-data; boundary=xYz0-9",
+        _multipart([(_DISP, _DATA), (b'Content-Disposition: form-data; name="note"', b"hi")]),
+        False,
+    ),
+    "other_name": (
+        "multipart/form-data; boundary=xYz0-9",
+        _multipart([(_DISP.replace(b'"file"', b'"File"'), _DATA)]),
+        False,
+    ),
+    "text_not_file": (
+        "multipart/form-data; boundary=xYz0-9",
+        _multipart([(_DISP.split(b"; filename")[0], b"text")]),
+        False,
+    ),
+    "windows_path": (
+        "multipart/form-data; boundary=xYz0-9",
+        _multipart([(_DISP.replace(b"a.png", b"C:\\x\\a.png"), _DATA)]),
+        False,
+    ),
+    "utf8_name": (
+        "multipart/form-data; boundary=xYz0-9",
+        _multipart([(_DISP.replace(b"a.png", "é.png".encode()), _DATA)]),
+        False,
+    ),
+    "extra_header": ("multipart/form-data; boundary=xYz0-9", _multipart([(_DISP + b"\r\nX-Other: 1", _DATA)]), False),
+    "preamble": ("multipart/form-data; boundary=xYz0-9", b"preamble\r\n" + _multipart([(_DISP, _DATA)]), False),
+    "epilogue": ("multipart/form-data; boundary=xYz0-9", _multipart([(_DISP, _DATA)], tail=b"\r\nepilogue"), False),
+    "unclosed": ("multipart/form-data; boundary=xYz0-9", _multipart([(_DISP, _DATA)])[:-10], False),
+}
+
+
+@pytest.mark.parametrize("name", list(MULTIPART))
+def test_single_file_reads_what_the_multipart_parser_reads(name):
+    "The direct read gives the general parser's (filename, bytes), and declines every other shape of body."
+    import asyncio
+
+    from starlette.datastructures import Headers, UploadFile
+    from starlette.formparsers import MultiPartException, MultiPartParser
+
+    from app.uploads import single_file
+
+    ctype, body, direct = MULTIPART[name]
+
+    async def parse():
+        async def stream():
+            yield body
+
+        form = await MultiPartParser(Headers({"content-type": ctype}), stream(), max_files=4, max_fields=4).parse()
+        part = form.get("file")
+        return (part.filename, await part.read()) if isinstance(part, UploadFile) else ("not a file", len(form))
+
+    try:
+        parsed = asyncio.run(parse())
+    except MultiPartException as e:
+        parsed = ("malformed", e.message)
+    got = single_file(body, ctype)
+    assert (got is not None) == direct
+    if direct:
+        assert got == parsed and got[1] == _DATA
+
+
+@pytest.mark.parametrize("name", list(MULTIPART))
+def test_every_shape_of_multipart_gets_the_same_answer(client, photos, name):
+    "Read directly or by the general parser, the API answers each body as it did with the parser alone."
+    import app.uploads
+
+    ctype, body, _ = MULTIPART[name]
+    body = body.replace(_DATA, photos["png"][0])
+    answers = []
+    for direct_max in (app.uploads._DIRECT_MAX, 0):  # 0: every body goes to the general parser
+        old, app.uploads._DIRECT_MAX = app.uploads._DIRECT_MAX, direct_max
+        try:
+            r = client.post("/predict", content=body, headers={"content-type": ctype})
+        finally:
+            app.uploads._DIRECT_MAX = old
+        j = r.json()
+        answers.append((r.status_code, j.get("category"), j.get("filename"), j.get("error"), j.get("detail")))
+    assert answers[0] == answers[1]
+
+
+def test_small_pngs_are_categorised_on_the_event_loop(client, photos, test_set, monkeypatch):
+    "A Fashion-MNIST-sized PNG skips the threadpool; photos, large PNGs and other formats still go there."
+    import app.routers.predict
+    from app.service import INLINE_MAX_PIXELS, inline_ok
+
+    x, _ = test_set
+    small = png(x[0])
+    assert inline_ok(small) and not inline_ok(photos["png"][0]) and not inline_ok(photos["jpeg"][0])
+    assert not inline_ok(bomb()) and not inline_ok(bomb(65, 64)) and inline_ok(bomb(64, 64)) and not inline_ok(b"")
+    assert (
+        INLINE_MAX_PIXELS <= 64 * 64
+    )  # a few tenths of a millisecond of CPU at most (bench figures in app/service.py)
+    hops = []
+    real = app.routers.predict.run_in_threadpool
+
+    async def counted(*args, **kwargs):
+        hops.append(args[0].__name__)
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(app.routers.predict, "run_in_threadpool", counted)
+    a = client.post("/predict", files={"file": ("a.png", small, "image/png")})
+    b = client.post("/predict", files={"file": ("b.jpg", photos["jpeg"][0], "image/jpeg")})
+    assert a.status_code == b.status_code == 200 and hops == ["categorise"]
+
+
 # --- batch ---
 
 
@@ -267,6 +400,24 @@ def test_api_keys_on(model_path, tmp_path, photos):
         assert c.post("/predict/batch", files=[("files", f["file"])]).status_code == 401
         assert c.post("/predict/batch", files=[("files", f["file"])], headers={"X-API-Key": "k-one"}).status_code == 200
         assert c.get("/health").status_code == 200 and c.get("/metrics").status_code == 200
+        from app.routers import predict  # every /predict* route checks the key first, before it reads the upload
+
+        for route in predict.router.routes:
+            r = c.post(route.path, content=b"not even a valid body", headers={"content-type": "text/plain"})
+            assert (route.path, r.status_code, r.headers["www-authenticate"]) == (route.path, 401, "API-Key")
+        op = c.get("/openapi.json").json()["paths"]
+        for path in ("/predict", "/predict/batch"):  # the header is documented as FastAPI's Header() did
+            (param,) = op[path]["post"]["parameters"]
+            assert param["name"] == "x-api-key" and param["in"] == "header" and not param["required"]
+
+
+def test_predict_before_the_model_is_loaded_is_a_503(model_path, tmp_path, photos):
+    app = make_app(model_path, tmp_path)
+    with TestClient(app) as c:
+        app.state.engine = None  # as between the process start and the end of the lifespan's model load
+        r = c.post("/predict", files={"file": ("a.png", photos["png"][0], "image/png")})
+        assert (r.status_code, r.json()["error"]) == (503, "not_ready")
+        assert c.post("/predict/batch", files=[("files", ("a.png", photos["png"][0], "image/png"))]).status_code == 503
 
 
 def test_api_keys_off_by_default(client, photos):

@@ -1,15 +1,11 @@
 """`POST /predict` and `POST /predict/batch`: categorise product photos."""
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
-from fashioncat.serving import Engine, Settings
-
-from ..deps import get_engine, get_settings, require_api_key
+from ..deps import API_KEY_PARAM, checked
 from ..schemas import BatchResponse, ErrorResponse, PredictResponse
-from ..service import categorise, public
+from ..service import categorise, inline_ok, public
 from ..uploads import read_many, read_one
 
 _ERRORS = {s: {"model": ErrorResponse} for s in (400, 401, 413, 415, 422)}
@@ -19,20 +15,20 @@ _B64 = {"type": "string", "description": "the image file, base64 (a data: URL is
 
 def _body(multipart: dict, json_: dict) -> dict:
     return {
+        "parameters": [API_KEY_PARAM],
         "requestBody": {
             "required": True,
             "content": {
                 "multipart/form-data": {"schema": {"type": "object", "properties": multipart}},
                 "application/json": {"schema": {"type": "object", "properties": json_}},
             },
-        }
+        },
     }
 
 
-EngineDep = Annotated[Engine, Depends(get_engine)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-
-router = APIRouter(prefix="/predict", tags=["predict"], dependencies=[Depends(require_api_key)], responses=_ERRORS)
+# Every route here starts with `checked(request)` (the API key, then the engine): see app/deps.py for why it is not
+# a router dependency. tests/test_app.py checks that each route refuses a request without a key when keys are set.
+router = APIRouter(prefix="/predict", tags=["predict"], responses=_ERRORS)
 
 
 @router.post(
@@ -41,11 +37,16 @@ router = APIRouter(prefix="/predict", tags=["predict"], dependencies=[Depends(re
     summary="Categorise one product photo",
     openapi_extra=_body({"file": _IMAGE}, {"image_base64": _B64, "filename": {"type": "string"}}),
 )
-async def predict(request: Request, engine: EngineDep, s: SettingsDep):
+async def predict(request: Request):
     """A multipart `file`, or JSON `{"image_base64": ...}`. Returns the category (English and Russian), its
     confidence, the top-k, and `needs_review` when the confidence is below the model's review threshold."""
+    engine, s = checked(request)
     item = await read_one(request, s)
-    (r,) = await run_in_threadpool(categorise, engine, request.app.state.metrics, [item], errors="raise")
+    metrics = request.app.state.metrics
+    if inline_ok(item[1]):  # a small PNG: cheaper here than the hop to a worker thread
+        (r,) = categorise(engine, metrics, [item], errors="raise")
+    else:
+        (r,) = await run_in_threadpool(categorise, engine, metrics, [item], errors="raise")
     rid = request.state.request_id
     request.state.log.update(
         category=r["category"], confidence=r["confidence"], needs_review=r["needs_review"], image=r["image"]
@@ -68,9 +69,10 @@ async def predict(request: Request, engine: EngineDep, s: SettingsDep):
         },
     ),
 )
-async def predict_batch(request: Request, engine: EngineDep, s: SettingsDep):
+async def predict_batch(request: Request):
     """Up to `FASHIONCAT_MAX_BATCH` images as multipart `files` fields, or JSON `{"images": [...]}`. A bad image
     gets its own error entry (`error`, `status`, `detail`) and does not fail the others."""
+    engine, s = checked(request)
     items = await read_many(request, s)
     results = await run_in_threadpool(categorise, engine, request.app.state.metrics, items)
     out = [{"index": i, **public(r)} for i, r in enumerate(results)]
