@@ -14,7 +14,6 @@ Each run writes `<out>/<name>/{config.yaml, logs/, models/best_model, models/fin
 """
 
 import argparse
-import copy
 import json
 import os
 import re
@@ -49,19 +48,17 @@ CANDIDATES = {
     },
 }
 
-_RUNNER = "import sys, yaml; from fashioncat.training import parse_config, train; train(parse_config(yaml.safe_load(open(sys.argv[1]))), progress=False)"
+_RUNNER = (
+    "import sys; from fashioncat.training import load_config, train; train(load_config(sys.argv[1]), progress=False)"
+)
 _EPOCH = re.compile(r"^(\S+ \S+) INFO epoch (\d+)/(\d+) ")
 
 
 def candidate(name: str, base: dict, out: Path, epochs: int, subset: int | None, device: str) -> Path:
     "Write the candidate's config (the base with its overrides) and return its path."
-    d = copy.deepcopy(base)
-    for dotted, v in CANDIDATES[name].items():
-        *path, last = dotted.split(".")
-        node = d
-        for p in path:
-            node = node.setdefault(p, {})
-        node[last] = v
+    from fashioncat.training import sweep_runs  # the sweep's own way of applying dotted overrides to a base config
+
+    ((_, d),) = sweep_runs({"base": base, "grid": {k: [v] for k, v in CANDIDATES[name].items()}})
     d["training"].update(epochs=epochs, device=device)
     d["data"]["subset"] = subset
     d["logging"] = {"log_dir": str(out / name / "logs"), "models_dir": str(out / name / "models")}
