@@ -22,7 +22,7 @@ rm -rf .whl .fmnist && mkdir -p .whl .fmnist
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version "$TARGET" --implementation cp \
   --abi "cp${TARGET/./}" --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 -d .whl $pins 2>&1 | grep -v "is ignored: it is neither" || true
-ls .whl/*.whl | wc -l | xargs -I{} echo "gpu_stage: {} wheels in .whl/"
+echo "gpu_stage: $(ls .whl | wc -l) wheels in .whl/"
 for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
   cp "$DATA/$f.gz" .fmnist/ || { echo "gpu_stage: $DATA/$f.gz not found: set FASHIONCAT_DATA (make data installs it)"; exit 1; }
 done

@@ -7,13 +7,10 @@ cd "$(dirname "$0")/.."
 SITE=${SITE:-/tmp/site}
 OUTDIR=${OUT:-runs/gpu}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl
-# The machine's copy of the tree may carry a stale .git, so the commit the runs record comes from FASHIONCAT_COMMIT
-# (scripts/gpu_stage.sh prints the command with it set).
-if [ -z "${FASHIONCAT_COMMIT:-}" ]; then
-  FASHIONCAT_COMMIT=$(git rev-parse HEAD 2>/dev/null || echo unknown)
-  echo "gpu_train: FASHIONCAT_COMMIT not set; recording $FASHIONCAT_COMMIT from this copy's .git, which may be stale"
-fi
-export PYTHONPATH="$PWD:$SITE" FASHIONCAT_DATA="$PWD/.fmnist" FASHIONCAT_COMMIT PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
+# The machine's copy of the tree may carry a stale .git, so the commit the runs record should come from
+# FASHIONCAT_COMMIT (scripts/gpu_stage.sh prints the command with it set); without it, git_commit reads that .git.
+[ -n "${FASHIONCAT_COMMIT:-}" ] || echo "gpu_train: FASHIONCAT_COMMIT not set; the runs record this copy's .git, which may be stale"
+export PYTHONPATH="$PWD:$SITE" FASHIONCAT_DATA="$PWD/.fmnist" PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 RUNS=$(mktemp -d)
 mkdir -p "$OUTDIR"
