@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_training.ipynb #71c5ec4c
 from __future__ import annotations
-import csv, dataclasses, itertools, json, logging, os, platform, subprocess, sys, time
+import csv, dataclasses, itertools, json, logging, os, platform, random, subprocess, sys, time
 from dataclasses import dataclass, field, asdict, fields
 from functools import partial
 from pathlib import Path
@@ -12,7 +12,8 @@ import numpy as np
 try:
     import torch
     from fastai.learner import Learner
-    from fastai.callback.core import Callback
+    from fastai.callback.core import Callback, CancelFitException
+    from fastai.callback.schedule import ParamScheduler, SchedNo, combined_cos
     import fastai.callback.schedule, fastai.callback.fp16  # patch fit_one_cycle, fit_flat_cos, to_fp16 onto Learner
     from fastai.callback.channelslast import ChannelsLast
     from fastai.callback.progress import CSVLogger
@@ -20,6 +21,7 @@ try:
     from fastai.metrics import accuracy
     from fastai.optimizer import Adam, SGD
     from fastai.torch_core import set_seed
+    from fastai.learner import load_model as load_learner_state
 except ImportError as e:
     raise ImportError("fashioncat.training needs PyTorch and fastai: pip install -e '.[train]'") from e
 import yaml
@@ -28,10 +30,11 @@ from .data import AugConfig, DataConfig, make_dls
 from .models import FashionNet, create_model, save_model, load_model, count_params
 
 # %% auto #0
-__all__ = ['REQUIRED', 'OPTIMIZERS', 'SWEEP_FIELDS', 'ConfigError', 'ModelConfig', 'TrainingConfig', 'LoggingConfig', 'Config',
-           'parse_config', 'load_config', 'pick_device', 'git_commit', 'hardware', 'cpu_has_bf16', 'CPUBf16',
-           'LogEpochs', 'SaveBest', 'setup_logging', 'build_learner', 'fit', 'train', 'main', 'sweep_runs', 'run_sweep',
-           'sweep_main']
+__all__ = ['REQUIRED', 'OPTIMIZERS', 'CHECKPOINT', 'RESUMABLE', 'SWEEP_FIELDS', 'ConfigError', 'ModelConfig', 'TrainingConfig',
+           'LoggingConfig', 'Config', 'parse_config', 'load_config', 'pick_device', 'git_commit', 'hardware',
+           'cpu_has_bf16', 'CPUBf16', 'LogEpochs', 'SaveBest', 'recipe_diff', 'rng_state', 'set_rng_state',
+           'Checkpoint', 'read_checkpoint', 'setup_logging', 'build_learner', 'schedules', 'fit', 'MetricsCSV', 'train',
+           'main', 'sweep_runs', 'run_sweep', 'sweep_main']
 
 # %% ../nbs/02_training.ipynb #2e0eb77b
 class ConfigError(ValueError):
@@ -172,19 +175,70 @@ class LogEpochs(Callback):
     order = 60  # after the Recorder
     def after_epoch(self):
         names = self.recorder.metric_names[1:-1]; vals = self.recorder.log[1:len(names) + 1]
-        logging.getLogger('fashioncat').info('epoch %d/%d ' % (self.epoch + 1, self.n_epoch) + ' '.join(f'{n}={v:.5f}' if isinstance(v, float) else f'{n}={v}' for n, v in zip(names, vals)))
+        off = getattr(self.learn, 'epoch_offset', 0)
+        logging.getLogger('fashioncat').info('epoch %d/%d ' % (off + self.epoch + 1, off + self.n_epoch) + ' '.join(f'{n}={v:.5f}' if isinstance(v, float) else f'{n}={v}' for n, v in zip(names, vals)))
 
 class SaveBest(Callback):
     "Save the model with the best validation accuracy as a Hugging Face folder."
     order = 61
-    def __init__(self, folder:Path, meta:dict): self.folder, self.meta, self.best = Path(folder), meta, -1.
+    def __init__(self, folder:Path, meta:dict, best:float=-1.): self.folder, self.meta, self.best = Path(folder), meta, best
     def after_epoch(self):
-        acc = float(self.recorder.values[-1][2])
+        acc = float(self.recorder.values[-1][2]); ep = getattr(self.learn, 'epoch_offset', 0) + self.epoch + 1
         if acc > self.best:
             self.best = acc
-            metrics = dict(valid_loss=float(self.recorder.values[-1][1]), valid_accuracy=acc, epoch=self.epoch + 1)
+            metrics = dict(valid_loss=float(self.recorder.values[-1][1]), valid_accuracy=acc, epoch=ep)
             save_model(self.learn.model, self.folder, **self.meta, metrics=metrics)
-            logging.getLogger('fashioncat').debug(f'best so far: epoch {self.epoch + 1}, valid_accuracy={acc:.5f}')
+            logging.getLogger('fashioncat').debug(f'best so far: epoch {ep}, valid_accuracy={acc:.5f}')
+
+# %% ../nbs/02_training.ipynb #ef9c3be3
+CHECKPOINT = 'checkpoint.pth'
+RESUMABLE = {'training.device', 'training.threads', 'data.path', 'data.workers', 'logging.log_dir', 'logging.models_dir'}
+
+def _flat(d:dict, pre:str='')->dict:
+    return {k2: v2 for k, v in d.items() for k2, v2 in (_flat(v, f'{pre}{k}.').items() if isinstance(v, dict) else [(f'{pre}{k}', v)])}
+
+def recipe_diff(a:dict, b:dict)->list[str]:
+    "Keys of two recipes that differ and that a resumed run may not change."
+    fa, fb = _flat(a), _flat(b)
+    return sorted(k for k in fa.keys() & fb.keys() if fa[k] != fb[k] and k not in RESUMABLE)  # a key added since keeps its default
+
+def _aug(learn): return getattr(learn.dls.train.after_batch, 'gen', None)
+
+def rng_state(learn:Learner)->dict:
+    "Every random state training draws from: torch (dropout), CUDA, Python, the training shuffle, the augmentation."
+    s = dict(torch=torch.get_rng_state(), python=random.getstate(), shuffle=learn.dls.train.rng.getstate())
+    if _aug(learn) is not None: s['aug'] = _aug(learn).get_state()
+    if torch.cuda.is_available(): s['cuda'] = torch.cuda.get_rng_state_all()
+    return s
+
+def set_rng_state(learn:Learner, s:dict):
+    "Restore what `rng_state` saved."
+    torch.set_rng_state(s['torch']); random.setstate(s['python']); learn.dls.train.rng.setstate(s['shuffle'])
+    if 'aug' in s and _aug(learn) is not None: _aug(learn).set_state(s['aug'])
+    if 'cuda' in s and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s['cuda'])
+
+class Checkpoint(Callback):
+    "After every epoch, save what `--resume` needs to `folder/checkpoint.pth`; stop cleanly after `stop_after` epochs of this run."
+    order = 62  # after SaveBest, whose best accuracy it records
+    def __init__(self, folder:Path, recipe:dict, seconds:float=0., stop_after:int|None=None):
+        self.path, self.recipe, self.seconds, self.stop_after = Path(folder)/CHECKPOINT, recipe, seconds, stop_after
+    def before_fit(self): self.t0 = time.time()
+    def after_epoch(self):
+        done = getattr(self.learn, 'epoch_offset', 0) + self.epoch + 1
+        best = next((cb.best for cb in self.learn.cbs if isinstance(cb, SaveBest)), -1.)
+        state = dict(model=self.learn.model.state_dict(), opt=self.learn.opt.state_dict(), epoch=done, best=best,
+                     seconds=self.seconds + time.time() - self.t0, recipe=json.dumps(self.recipe, sort_keys=True), rng=rng_state(self.learn))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix('.tmp'); torch.save(state, tmp); os.replace(tmp, self.path)
+        if self.stop_after and self.epoch + 1 >= self.stop_after and done < self.recipe['training']['epochs']:
+            logging.getLogger('fashioncat').info(f'stopping after epoch {done} as asked; carry on with --resume')
+            raise CancelFitException
+
+def read_checkpoint(path:str|Path, device:str='cpu')->dict:
+    "A checkpoint written by `Checkpoint`, loaded without unpickling code (`weights_only`)."
+    from fastcore.foundation import L
+    with torch.serialization.safe_globals([L, np.core.multiarray.scalar, np.dtype, *[getattr(np.dtypes, d) for d in np.dtypes.__all__]]):
+        return torch.load(path, map_location=device, weights_only=True)
 
 # %% ../nbs/02_training.ipynb #911575db
 def setup_logging(log_dir:str|Path, verbose:bool=False)->logging.Logger:
@@ -216,15 +270,44 @@ def build_learner(cfg:Config, device:str)->Learner:
     if device == 'cpu' and t.mixed_precision and cpu_has_bf16(): learn.add_cb(CPUBf16())
     return learn
 
-def fit(learn:Learner, t:TrainingConfig):
-    "Run the schedule named in the config."
-    if t.scheduler == 'one_cycle': learn.fit_one_cycle(t.epochs, t.lr)
-    elif t.scheduler == 'flat_cos': learn.fit_flat_cos(t.epochs, t.lr)
-    else: learn.fit(t.epochs, t.lr)
+def schedules(t:TrainingConfig, moms=(0.95, 0.85, 0.95))->dict:
+    "The hyper-parameter schedules of `t.scheduler` over the whole run, as functions of its progress 0..1 (fastai's `fit_one_cycle` and `fit_flat_cos` defaults)."
+    if t.scheduler == 'one_cycle': return {'lr': combined_cos(0.25, t.lr / 25, t.lr, t.lr / 1e5), 'mom': combined_cos(0.25, *moms)}
+    if t.scheduler == 'flat_cos': return {'lr': combined_cos(0.75, t.lr, t.lr, t.lr / 1e5)}
+    return {'lr': SchedNo(t.lr, t.lr)}
+
+def fit(learn:Learner, t:TrainingConfig, start:int=0, # epochs already done (a resumed run)
+        cbs=None):
+    "Run the schedule named in the config from epoch `start` to `t.epochs`, the schedule picking up where it was."
+    s = start / t.epochs
+    scheds = {k: (lambda f: lambda p: f(s + p * (1 - s)))(f) for k, f in schedules(t, learn.moms).items()}
+    if learn.opt is None: learn.create_opt()
+    learn.fit(t.epochs - start, cbs=[ParamScheduler(scheds), *(cbs or [])])
+
+class MetricsCSV(CSVLogger):
+    "fastai's `CSVLogger`, except that a resumed run appends its rows, numbered from the epochs already done, under the one header."
+    def __init__(self, fname:Path, offset:int=0): super().__init__(fname, append=offset > 0); self.offset = offset
+    def before_fit(self):
+        f = self.path/self.fname; f.parent.mkdir(parents=True, exist_ok=True)
+        header = not (self.append and f.exists() and f.stat().st_size)
+        self.file = f.open('a' if self.append else 'w')
+        if header: self.file.write(','.join(self.recorder.metric_names) + '\n')
+        self.old_logger, self.learn.logger = self.logger, self._write_line
+    def before_epoch(self): self.recorder.log[0] += self.offset  # runs after the Recorder starts the epoch's log
+
+def _resume_from(learn:Learner, path:Path, recipe:dict, device:str)->dict:
+    ck = read_checkpoint(path, device)
+    diff = recipe_diff(json.loads(ck['recipe']), recipe)
+    if diff: raise ConfigError(f"{path} was trained with another config ({', '.join(diff)} differ); resume with the same config, or drop --resume to start over")
+    learn.model.load_state_dict(ck['model']); learn.create_opt(); learn.opt.load_state_dict(ck['opt'])
+    set_rng_state(learn, ck['rng'])
+    return ck
 
 def train(cfg:Config, # a validated config (see `load_config`)
           verbose:bool=False, # DEBUG logging
           progress:bool=True, # fastprogress bars
+          resume:bool=False, # carry on from `models_dir/checkpoint.pth` when there is one
+          stop_after:int|None=None, # stop cleanly after this many epochs of this run (resume later)
          )->dict:
     "Train from `cfg`; write best and final model folders, `training.log` and `metrics.csv`. Returns the final metrics."
     log_dir, models_dir = Path(cfg.logging.log_dir), Path(cfg.logging.models_dir)
@@ -237,26 +320,43 @@ def train(cfg:Config, # a validated config (see `load_config`)
     meta = dict(recipe=recipe, seed=cfg.training.seed, commit=git_commit(), training=dict(hardware=hardware(device), device=device, epochs=cfg.training.epochs))
     log.info(f'device={device} hardware="{meta["training"]["hardware"]}" params={count_params(learn.model)} '
              f'train={len(learn.dls.train.dataset)} valid={len(learn.dls.valid.dataset)} commit={meta["commit"]}')
-    learn.add_cbs([LogEpochs(), SaveBest(models_dir/'best_model', meta), CSVLogger(str((log_dir/'metrics.csv').absolute()))])
+    ck_path, ck = models_dir/CHECKPOINT, dict(epoch=0, best=-1., seconds=0.)
+    if resume and ck_path.exists():
+        ck = _resume_from(learn, ck_path, recipe, device)
+        log.info(f'resuming from {ck_path}: {ck["epoch"]} of {cfg.training.epochs} epochs done, best valid_accuracy so far {ck["best"]:.5f}')
+    elif resume: log.info(f'no checkpoint at {ck_path}; starting from the first epoch')
+    elif ck_path.exists(): log.warning(f'{ck_path} exists; starting over (pass --resume to carry on from it)')
+    if ck['epoch'] >= cfg.training.epochs: raise ConfigError(f"{ck_path} has all {cfg.training.epochs} epochs done; its models are in {models_dir}")
+    learn.epoch_offset = ck['epoch']
+    learn.add_cbs([LogEpochs(), SaveBest(models_dir/'best_model', meta, ck['best']), MetricsCSV((log_dir/'metrics.csv').absolute(), ck['epoch']),
+                   Checkpoint(models_dir, recipe, ck['seconds'], stop_after)])
     if not progress: learn.remove_cbs([cb for cb in learn.cbs if type(cb).__name__ == 'ProgressCallback'])
-    t0 = time.time(); fit(learn, cfg.training); secs = time.time() - t0
+    t0 = time.time(); fit(learn, cfg.training, ck['epoch']); secs = ck['seconds'] + time.time() - t0
+    done = ck['epoch'] + len(learn.recorder.values)
+    if done < cfg.training.epochs:
+        log.info(f'stopped after epoch {done} of {cfg.training.epochs} ({secs:.0f}s so far); checkpoint {ck_path}')
+        return dict(stopped=True, epoch=done, seconds=secs, best_valid_accuracy=read_checkpoint(ck_path)['best'])
     vl, acc = learn.recorder.values[-1][1], learn.recorder.values[-1][2]
     metrics = dict(valid_loss=float(vl), valid_accuracy=float(acc), epoch=cfg.training.epochs)
     meta['training']['seconds'] = round(secs, 1)
     best = json.loads((models_dir/'best_model'/'config.json').read_text())
     best['training']['seconds'] = round(secs, 1); (models_dir/'best_model'/'config.json').write_text(json.dumps(best, indent=2, ensure_ascii=False) + '\n')
     save_model(learn.model, models_dir/'final_model', **meta, metrics=metrics)
+    ck_path.unlink(missing_ok=True)
     log.info(f'done in {secs:.0f}s: final valid_accuracy={acc:.4f}, best {best["metrics"]["valid_accuracy"]:.4f} (epoch {best["metrics"]["epoch"]})')
     return dict(metrics, seconds=secs, best_valid_accuracy=best['metrics']['valid_accuracy'])
 
 # %% ../nbs/02_training.ipynb #e0fc632d
 @call_parse
 def main(config:Param("YAML training config", str)='configs/config.yaml',
-         verbose:Param("DEBUG logging", store_true)=False):
+         verbose:Param("DEBUG logging", store_true)=False,
+         resume:Param("carry on from the checkpoint in the config's models_dir, if there is one", store_true)=False,
+         stop_after:Param("stop cleanly after this many epochs (carry on later with --resume)", int)=None):
     "Train a fashioncat model from a YAML config."
-    try: cfg = load_config(config)
+    try:
+        cfg = load_config(config)
+        r = train(cfg, verbose=verbose, resume=resume, stop_after=stop_after)
     except ConfigError as e: sys.exit(f"fashioncat_train: bad config: {e}")
-    r = train(cfg, verbose=verbose)
     print(json.dumps(r, indent=2))
 
 # %% ../nbs/02_training.ipynb #8cc8fce7
