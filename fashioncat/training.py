@@ -357,6 +357,7 @@ def main(config:Param("YAML training config", str)='configs/config.yaml',
         cfg = load_config(config)
         r = train(cfg, verbose=verbose, resume=resume, stop_after=stop_after)
     except ConfigError as e: sys.exit(f"fashioncat_train: bad config: {e}")
+    except KeyboardInterrupt: sys.exit(f"fashioncat_train: interrupted; the epochs it finished are in {Path(cfg.logging.models_dir)/CHECKPOINT}, carry on with --resume")
     print(json.dumps(r, indent=2))
 
 # %% ../nbs/02_training.ipynb #8cc8fce7

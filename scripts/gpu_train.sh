@@ -2,6 +2,9 @@
 # On a lent GPU machine (see scripts/gpu_stage.sh): install the carried wheels beside the image's torch, train the
 # candidates of scripts/train_candidates.py (its options pass through), and put each run's logs and model folders in
 # $OUT (one archive per run, since few files come back) or ./runs/gpu when $OUT is not set.
+#   --resume CONFIG [SECONDS]   instead: carry on a run of CONFIG started elsewhere (carry its models_dir, which holds
+#                     the checkpoint) on the GPU, stop it after SECONDS (default 480; what it finished stays in its
+#                     checkpoint), and archive its log and models dirs as run.tgz.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SITE=${SITE:-/tmp/site}
@@ -12,8 +15,21 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 [ -n "${FASHIONCAT_COMMIT:-}" ] || echo "gpu_train: FASHIONCAT_COMMIT not set; the runs record this copy's .git, which may be stale"
 export PYTHONPATH="$PWD:$SITE" FASHIONCAT_DATA="$PWD/.fmnist" PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-RUNS=$(mktemp -d)
 mkdir -p "$OUTDIR"
+if [ "${1:-}" = "--resume" ]; then
+  CONFIG=${2:?gpu_train: --resume needs a config, e.g. configs/long.yaml}
+  DIRS=$(python3 -c "import sys; from fashioncat.training import load_config; l = load_config(sys.argv[1]).logging; print(l.log_dir, l.models_dir)" "$CONFIG")
+  # shellcheck disable=SC2086  # $DIRS is the two folders
+  # fashioncat_train itself (the console script is not installed here); the config's training.device should be auto
+  timeout --signal=INT "${3:-480}" python3 -c "from fashioncat.training import main; main()" --config "$CONFIG" --resume \
+    2>&1 | grep --line-buffered -v "it/s\]\|Epoch [0-9]" | tee "$OUTDIR/driver.log" ||
+    echo "gpu_train: stopped (time limit or error, see driver.log); the checkpoint keeps the finished epochs"
+  # shellcheck disable=SC2086
+  tar -czf "$OUTDIR/run.tgz" $DIRS
+  ls -la "$OUTDIR"
+  exit
+fi
+RUNS=$(mktemp -d)
 python3 scripts/train_candidates.py --out "$RUNS" --device cuda "$@" | tee "$OUTDIR/driver.log" ||
   echo "gpu_train: train_candidates.py failed (see driver.log); archiving what the runs left"
 cp "$RUNS/summary.json" "$OUTDIR/" 2>/dev/null || true
