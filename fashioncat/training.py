@@ -351,11 +351,12 @@ def train(cfg:Config, # a validated config (see `load_config`)
 def main(config:Param("YAML training config", str)='configs/config.yaml',
          verbose:Param("DEBUG logging", store_true)=False,
          resume:Param("carry on from the checkpoint in the config's models_dir, if there is one", store_true)=False,
-         stop_after:Param("stop cleanly after this many epochs (carry on later with --resume)", int)=None):
+         stop_after:Param("stop cleanly after this many epochs (carry on later with --resume)", int)=None,
+         quiet:Param("no progress bars, only the log lines (for batch jobs)", store_true)=False):
     "Train a fashioncat model from a YAML config."
     try:
         cfg = load_config(config)
-        r = train(cfg, verbose=verbose, resume=resume, stop_after=stop_after)
+        r = train(cfg, verbose=verbose, progress=not quiet, resume=resume, stop_after=stop_after)
     except ConfigError as e: sys.exit(f"fashioncat_train: bad config: {e}")
     except KeyboardInterrupt: sys.exit(f"fashioncat_train: interrupted; the epochs it finished are in {Path(cfg.logging.models_dir)/CHECKPOINT}, carry on with --resume")
     print(json.dumps(r, indent=2))
