@@ -21,7 +21,6 @@ try:
     from fastai.metrics import accuracy
     from fastai.optimizer import Adam, SGD
     from fastai.torch_core import set_seed
-    from fastai.learner import load_model as load_learner_state
 except ImportError as e:
     raise ImportError("fashioncat.training needs PyTorch and fastai: pip install -e '.[train]'") from e
 import yaml
@@ -326,7 +325,6 @@ def train(cfg:Config, # a validated config (see `load_config`)
         log.info(f'resuming from {ck_path}: {ck["epoch"]} of {cfg.training.epochs} epochs done, best valid_accuracy so far {ck["best"]:.5f}')
     elif resume: log.info(f'no checkpoint at {ck_path}; starting from the first epoch')
     elif ck_path.exists(): log.warning(f'{ck_path} exists; starting over (pass --resume to carry on from it)')
-    if ck['epoch'] >= cfg.training.epochs: raise ConfigError(f"{ck_path} has all {cfg.training.epochs} epochs done; its models are in {models_dir}")
     learn.epoch_offset = ck['epoch']
     learn.add_cbs([LogEpochs(), SaveBest(models_dir/'best_model', meta, ck['best']), MetricsCSV((log_dir/'metrics.csv').absolute(), ck['epoch']),
                    Checkpoint(models_dir, recipe, ck['seconds'], stop_after)])
@@ -354,9 +352,9 @@ def main(config:Param("YAML training config", str)='configs/config.yaml',
          stop_after:Param("stop cleanly after this many epochs (carry on later with --resume)", int)=None,
          quiet:Param("no progress bars, only the log lines (for batch jobs)", store_true)=False):
     "Train a fashioncat model from a YAML config."
-    try:
-        cfg = load_config(config)
-        r = train(cfg, verbose=verbose, progress=not quiet, resume=resume, stop_after=stop_after)
+    try: cfg = load_config(config)
+    except ConfigError as e: sys.exit(f"fashioncat_train: bad config: {e}")
+    try: r = train(cfg, verbose=verbose, progress=not quiet, resume=resume, stop_after=stop_after)
     except ConfigError as e: sys.exit(f"fashioncat_train: bad config: {e}")
     except KeyboardInterrupt: sys.exit(f"fashioncat_train: interrupted; the epochs it finished are in {Path(cfg.logging.models_dir)/CHECKPOINT}, carry on with --resume")
     print(json.dumps(r, indent=2))
