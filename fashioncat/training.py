@@ -275,13 +275,14 @@ def schedules(t:TrainingConfig, moms=(0.95, 0.85, 0.95))->dict:
     if t.scheduler == 'flat_cos': return {'lr': combined_cos(0.75, t.lr, t.lr, t.lr / 1e5)}
     return {'lr': SchedNo(t.lr, t.lr)}
 
-def fit(learn:Learner, t:TrainingConfig, start:int=0, # epochs already done (a resumed run)
-        cbs=None):
+def fit(learn:Learner, t:TrainingConfig,
+        start:int=0, # epochs already done (a resumed run)
+       ):
     "Run the schedule named in the config from epoch `start` to `t.epochs`, the schedule picking up where it was."
     s = start / t.epochs
     scheds = {k: (lambda f: lambda p: f(s + p * (1 - s)))(f) for k, f in schedules(t, learn.moms).items()}
     if learn.opt is None: learn.create_opt()
-    learn.fit(t.epochs - start, cbs=[ParamScheduler(scheds), *(cbs or [])])
+    learn.fit(t.epochs - start, cbs=ParamScheduler(scheds))
 
 class MetricsCSV(CSVLogger):
     "fastai's `CSVLogger`, except that a resumed run appends its rows, numbered from the epochs already done, under the one header."
@@ -333,7 +334,7 @@ def train(cfg:Config, # a validated config (see `load_config`)
     done = ck['epoch'] + len(learn.recorder.values)
     if done < cfg.training.epochs:
         log.info(f'stopped after epoch {done} of {cfg.training.epochs} ({secs:.0f}s so far); checkpoint {ck_path}')
-        return dict(stopped=True, epoch=done, seconds=secs, best_valid_accuracy=read_checkpoint(ck_path)['best'])
+        return dict(stopped=True, epoch=done, seconds=secs, best_valid_accuracy=next(cb.best for cb in learn.cbs if isinstance(cb, SaveBest)))
     vl, acc = learn.recorder.values[-1][1], learn.recorder.values[-1][2]
     metrics = dict(valid_loss=float(vl), valid_accuracy=float(acc), epoch=cfg.training.epochs)
     meta['training']['seconds'] = round(secs, 1)

@@ -19,12 +19,11 @@ mkdir -p "$OUTDIR"
 if [ "${1:-}" = "--resume" ]; then
   CONFIG=${2:?gpu_train: --resume needs a config, e.g. configs/long.yaml}
   DIRS=$(python3 -c "import sys; from fashioncat.training import load_config; l = load_config(sys.argv[1]).logging; print(l.log_dir, l.models_dir)" "$CONFIG")
-  # shellcheck disable=SC2086  # $DIRS is the two folders
   # fashioncat_train itself (the console script is not installed here); the config's training.device should be auto
   timeout --signal=INT "${3:-480}" python3 -c "import sys; from fashioncat.training import main; main(sys.argv[1], resume=True, quiet=True)" "$CONFIG" \
     2>&1 | tee "$OUTDIR/driver.log" ||
     echo "gpu_train: stopped (time limit or error, see driver.log); the checkpoint keeps the finished epochs"
-  # shellcheck disable=SC2086
+  # shellcheck disable=SC2086  # $DIRS is the two folders
   tar -czf "$OUTDIR/run.tgz" $DIRS
   ls -la "$OUTDIR"
   exit
