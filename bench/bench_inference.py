@@ -7,6 +7,7 @@ as in the service). CUDA rows (PyTorch, ORT CUDA, ORT TensorRT) are added only w
 
     .venv/bin/python bench/bench_inference.py --model models/fashioncat --onnx-dir models   # the shipped files
     .venv/bin/python bench/bench_inference.py --untrained            # production shape, random weights: speed only
+    .venv/bin/python bench/bench_inference.py --untrained configs/long.yaml   # any training config's shape
     .venv/bin/python bench/bench_inference.py --untrained --compare-quant   # adds int8 with S8S8 activations
 
 ONNX files missing from --onnx-dir are exported (and quantised) from --model into a temporary folder first. Inputs are
@@ -22,12 +23,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-PRODUCTION = {"arch": "resnet", "widths": (32, 64, 128), "depths": (1, 1, 1)}  # configs/production.yaml
+PRODUCTION = ROOT / "configs" / "production.yaml"  # --untrained's default shape
 GOALS = {"p95_ms": 0.5, "images_per_s": 5000, "max_bytes": 2_000_000}  # issue 5, for the int8 model
 
 
@@ -124,10 +126,16 @@ def prepare(args, tmp: Path) -> tuple[str, dict]:
 
     torch.set_num_threads(1)
     if args.untrained:
+        from fashioncat.training import load_config
+
+        c = load_config(args.untrained)
+        m = c.model
+        kw = {"widths": m.widths, "depths": m.depths} if m.arch in ("cnn", "resnet") else {}  # as training builds it
+        kw = {k: v for k, v in kw.items() if v is not None}
+        model = create_model(m.arch, dropout=m.dropout, n_classes=m.num_classes, **kw).eval()
         folder = save_model(
-            create_model(PRODUCTION["arch"], widths=PRODUCTION["widths"], depths=PRODUCTION["depths"]).eval(),
-            tmp / "untrained",
-        )
+            model, tmp / "untrained", recipe=json.loads(json.dumps(asdict(c)))
+        )  # the split to calibrate on
         cfg = dict(read_config(folder), seed=0)
         onnx_dir = tmp
     else:
@@ -139,7 +147,7 @@ def prepare(args, tmp: Path) -> tuple[str, dict]:
         files = {k: (p if p.exists() else tmp / p.name) for k, p in files.items()}
         if not files["fp32"].exists():
             export_onnx(folder, files["fp32"])
-        xtr, ytr, _, _ = recipe_split(cfg)
+        xtr, ytr, _, _ = recipe_split(cfg["recipe"])
         calib = calibration_images(xtr, ytr, 1024)  # as fashioncat_export
         if not files["int8"].exists():
             quantize_int8(files["fp32"], files["int8"], calib)
@@ -224,13 +232,25 @@ def goals(results: list[dict]) -> list[str]:
     return out
 
 
+def shown(path: str) -> str:
+    "A path as the reader knows it: relative to the repository when inside it."
+    p = Path(path).resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else path
+
+
 def main():
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--model", default="models/fashioncat", help="trained model folder (PyTorch row; export source)")
     p.add_argument("--onnx-dir", default="models", help="folder with fashioncat.onnx and fashioncat-int8.onnx")
-    p.add_argument("--untrained", action="store_true", help="production-shaped model with random weights (speed only)")
+    p.add_argument(
+        "--untrained",
+        nargs="?",
+        const=str(PRODUCTION),
+        metavar="CONFIG",
+        help="random weights in the shape of a training config, configs/production.yaml if none is named (speed only)",
+    )
     p.add_argument("--compare-quant", action="store_true", help="also time int8 with S8S8 (signed) activations")
     p.add_argument("--threads", default="1,2", help="thread counts, comma-separated")
     p.add_argument("--n", type=int, default=1000, help="batch-1 calls timed per configuration")
@@ -268,7 +288,7 @@ def main():
     print(f"`{' '.join(['python', 'bench/bench_inference.py'] + sys.argv[1:])}`")
     print(
         f"{cpu}, {os.cpu_count()} cores; torch {torch.__version__}, onnxruntime {ort.__version__}; "
-        f"model: {'untrained production shape' if args.untrained else folder}; "
+        f"model: {f'untrained, the shape of {shown(args.untrained)}' if args.untrained else folder}; "
         f"load average {load0[0]:.2f} before, {load1[0]:.2f} after"
         + (" (the CPU was shared: figures are noisy)" if max(load0[0], load1[0]) > 0.5 else "")
     )

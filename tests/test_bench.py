@@ -1,0 +1,55 @@
+"""bench/bench_inference.py runs end to end: on a training config's shape (--untrained) and on a trained folder whose
+ONNX files it must export itself. Timings are not checked (the CPU may be shared); the rows, sizes and shapes are."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+torch = pytest.importorskip("torch")  # the dev install has it: the bench exports from PyTorch
+FAST = ["--threads", "1", "--n", "20", "--batch", "16", "--seconds", "0.1"]
+
+
+def bench(tmp_path, *args) -> tuple[str, dict]:
+    out = tmp_path / "bench.json"
+    r = subprocess.run(
+        [sys.executable, "bench/bench_inference.py", *args, *FAST, "--json", str(out)],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout, {x["name"]: x for x in json.loads(out.read_text())["results"]}
+
+
+@pytest.mark.parametrize("config", ["configs/config.yaml", "configs/resnet20-sgd.yaml"])
+def test_untrained_takes_the_shape_of_the_config(config, tmp_path):
+    from fashioncat.models import count_params, create_model
+    from fashioncat.training import load_config
+
+    m = load_config(ROOT / config).model
+    params = count_params(create_model(m.arch, widths=m.widths, depths=m.depths))
+    stdout, rows = bench(tmp_path, "--untrained", config)
+    assert f"the shape of {config}" in stdout
+    assert {"PyTorch eager fp32", "ORT fp32", "ORT int8"} <= set(rows)
+    # fp32 weights take 4 bytes a parameter (batch norms folded into the convolutions), the graph ~0.1 MB more
+    assert 0.9 * 4 * params < rows["ORT fp32"]["bytes"] < 4 * params + 200_000
+    assert rows["ORT int8"]["bytes"] < rows["ORT fp32"]["bytes"] / 2
+    assert not rows["ORT int8"]["torch_imported"]
+
+
+def test_untrained_defaults_to_the_production_shape(tmp_path):
+    stdout, _ = bench(tmp_path, "--untrained")
+    assert "the shape of configs/production.yaml" in stdout
+
+
+def test_trained_folder_without_onnx_files_is_exported(tmp_path):
+    stdout, rows = bench(tmp_path, "--model", "models/fashioncat", "--onnx-dir", str(tmp_path / "none"))
+    assert "models/fashioncat" in stdout
+    shipped = (ROOT / "models" / "fashioncat-int8.onnx").stat().st_size
+    assert abs(rows["ORT int8"]["bytes"] - shipped) < 0.05 * shipped  # the same model, quantised again
