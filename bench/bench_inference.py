@@ -133,9 +133,8 @@ def prepare(args, tmp: Path) -> tuple[str, dict]:
         kw = {"widths": m.widths, "depths": m.depths} if m.arch in ("cnn", "resnet") else {}  # as training builds it
         kw = {k: v for k, v in kw.items() if v is not None}
         model = create_model(m.arch, dropout=m.dropout, n_classes=m.num_classes, **kw).eval()
-        folder = save_model(
-            model, tmp / "untrained", recipe=json.loads(json.dumps(asdict(c)))
-        )  # the split to calibrate on
+        recipe = json.loads(json.dumps(asdict(c)))  # as training saves it: the int8 export calibrates on its split
+        folder = save_model(model, tmp / "untrained", recipe=recipe)
         cfg = dict(read_config(folder), seed=0)
         onnx_dir = tmp
     else:
