@@ -121,18 +121,15 @@ def prepare(args, tmp: Path) -> tuple[str, dict]:
     import torch
 
     from fashioncat.data import load_split
-    from fashioncat.models import create_model, read_config, save_model
+    from fashioncat.models import read_config, save_model
     from fashioncat.quantization import calibration_images, export_onnx, quantize_int8, recipe_split
 
     torch.set_num_threads(1)
     if args.untrained:
-        from fashioncat.training import load_config
+        from fashioncat.training import load_config, model_from_config
 
         c = load_config(args.untrained)
-        m = c.model
-        kw = {"widths": m.widths, "depths": m.depths} if m.arch in ("cnn", "resnet") else {}  # as training builds it
-        kw = {k: v for k, v in kw.items() if v is not None}
-        model = create_model(m.arch, dropout=m.dropout, n_classes=m.num_classes, **kw).eval()
+        model = model_from_config(c.model).eval()  # as training builds it
         recipe = json.loads(json.dumps(asdict(c)))  # as training saves it: the int8 export calibrates on its split
         folder = save_model(model, tmp / "untrained", recipe=recipe)
         cfg = dict(read_config(folder), seed=0)

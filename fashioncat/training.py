@@ -32,8 +32,8 @@ from .models import FashionNet, create_model, save_model, load_model, count_para
 __all__ = ['REQUIRED', 'OPTIMIZERS', 'CHECKPOINT', 'RESUMABLE', 'SWEEP_FIELDS', 'ConfigError', 'ModelConfig', 'TrainingConfig',
            'LoggingConfig', 'Config', 'parse_config', 'load_config', 'pick_device', 'git_commit', 'hardware',
            'cpu_has_bf16', 'CPUBf16', 'LogEpochs', 'SaveBest', 'recipe_diff', 'rng_state', 'set_rng_state',
-           'Checkpoint', 'read_checkpoint', 'setup_logging', 'build_learner', 'schedules', 'fit', 'MetricsCSV', 'train',
-           'main', 'sweep_runs', 'run_sweep', 'sweep_main']
+           'Checkpoint', 'read_checkpoint', 'setup_logging', 'model_from_config', 'build_learner', 'schedules', 'fit',
+           'MetricsCSV', 'train', 'main', 'sweep_runs', 'run_sweep', 'sweep_main']
 
 # %% ../nbs/02_training.ipynb #2e0eb77b
 class ConfigError(ValueError):
@@ -251,16 +251,19 @@ def setup_logging(log_dir:str|Path, verbose:bool=False)->logging.Logger:
     log.propagate = False
     return log
 
+def model_from_config(m:ModelConfig, **kw)->FashionNet:
+    "The untrained network a config's `model` section names (`kw`: the normalisation's `mean` and `std`)."
+    if m.arch not in ('resnet18', 'efficientnet_b0'):  # these two have fixed widths and depths
+        kw.update({k: v for k, v in dict(widths=m.widths, depths=m.depths).items() if v is not None})
+    return create_model(m.arch, dropout=m.dropout, n_classes=m.num_classes, **kw)
+
 def build_learner(cfg:Config, device:str)->Learner:
     "A fastai `Learner` for `cfg`: data, model, loss, optimiser and callbacks."
     set_seed(cfg.training.seed, reproducible=True)
     cfg.data.augment.seed = cfg.training.seed
     dls = make_dls(cfg.data, seed=cfg.training.seed, device=device)
-    m = cfg.model
-    kw = {k: v for k, v in dict(widths=m.widths, depths=m.depths).items() if v is not None}
-    if m.arch in ('resnet18', 'efficientnet_b0'): kw = {}
     mean, std = dls.norm_stats
-    model = create_model(m.arch, mean=mean, std=std, dropout=m.dropout, n_classes=m.num_classes, **kw)
+    model = model_from_config(cfg.model, mean=mean, std=std)
     t = cfg.training
     loss = LabelSmoothingCrossEntropyFlat(eps=t.label_smoothing) if t.label_smoothing else CrossEntropyLossFlat()
     learn = Learner(dls, model, loss_func=loss, opt_func=OPTIMIZERS[t.optimizer], metrics=accuracy, wd=t.weight_decay)
