@@ -183,8 +183,9 @@ class BatchAug:
 # %% ../nbs/00_data.ipynb #e1723d20
 class ArrayDataset:
     "Images `uint8 [N,28,28]` and labels held as tensors."
-    def __init__(self, x:np.ndarray, y:np.ndarray):
+    def __init__(self, x:np.ndarray, y:np.ndarray, device=None):
         self.x, self.y = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.asarray(y, dtype=np.int64))
+        if device is not None: self.x, self.y = self.x.to(device), self.y.to(device)  # on a GPU: no copy per batch
     def __len__(self): return len(self.y)
     def __getitem__(self, i): return self.x[i], self.y[i]
 
@@ -192,7 +193,7 @@ class ArrayDL(DataLoader):
     "A fastai `DataLoader` that slices whole batches out of an `ArrayDataset`."
     def create_item(self, s): return s
     def create_batch(self, b):
-        idx = torch.as_tensor(b, dtype=torch.long)
+        idx = torch.as_tensor(b, dtype=torch.long, device=self.dataset.x.device)
         return self.dataset.x[idx].unsqueeze(1).float().div_(255.), self.dataset.y[idx]
 
 @dataclass
@@ -239,8 +240,9 @@ def make_dls(cfg:DataConfig|None=None, # data settings
     xtr, ytr, xva, yva = train_valid_arrays(cfg.path, cfg.download, cfg.valid_pct, cfg.subset, seed)
     aug = cfg.augment if isinstance(cfg.augment, AugConfig) else AugConfig(**(cfg.augment or {}))
     kw = dict(num_workers=cfg.workers, device=device)
-    train = ArrayDL(ArrayDataset(xtr, ytr), bs=cfg.batch_size, shuffle=True, drop_last=True, after_batch=BatchAug(aug), **kw)
-    valid = ArrayDL(ArrayDataset(xva, yva), bs=cfg.batch_size * 2, shuffle=False, **kw)
+    dev = device if device is not None and torch.device(device).type == 'cuda' else None  # the data lives on the GPU it trains on
+    train = ArrayDL(ArrayDataset(xtr, ytr, dev), bs=cfg.batch_size, shuffle=True, drop_last=True, after_batch=BatchAug(aug), **kw)
+    valid = ArrayDL(ArrayDataset(xva, yva, dev), bs=cfg.batch_size * 2, shuffle=False, **kw)
     dls = DataLoaders(train, valid, device=device)
     dls.norm_stats = norm_stats(xtr)
     return dls
