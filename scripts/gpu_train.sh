@@ -34,6 +34,7 @@ python3 scripts/train_candidates.py --out "$RUNS" --device cuda "$@" | tee "$OUT
 cp "$RUNS/summary.json" "$OUTDIR/" 2>/dev/null || true
 for d in "$RUNS"/*/; do
   n=$(basename "$d")
-  [ "$n" = calibration ] || tar -czf "$OUTDIR/$n.tgz" -C "$RUNS" "$n"
+  # best_model only: a wide run's final_model and a stopped run's checkpoint would pass the 16 MiB a returned file may have
+  [ "$n" = calibration ] || tar --exclude=final_model --exclude=checkpoint.pth -czf "$OUTDIR/$n.tgz" -C "$RUNS" "$n"
 done
 ls -la "$OUTDIR"
