@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 try:
     import torch
+    import torch.nn.functional as F
     from fastai.learner import Learner
     from fastai.callback.core import Callback, CancelFitException
     from fastai.callback.schedule import ParamScheduler, SchedNo, combined_cos
@@ -32,8 +33,8 @@ from .models import FashionNet, create_model, save_model, load_model, count_para
 __all__ = ['REQUIRED', 'OPTIMIZERS', 'CUDA_OPTIMIZERS', 'CHECKPOINT', 'RESUMABLE', 'SWEEP_FIELDS', 'ConfigError', 'ModelConfig',
            'TrainingConfig', 'LoggingConfig', 'Config', 'parse_config', 'load_config', 'TorchAdam', 'pick_device',
            'git_commit', 'hardware', 'cpu_has_bf16', 'CPUBf16', 'LogEpochs', 'SaveBest', 'recipe_diff', 'rng_state',
-           'set_rng_state', 'Checkpoint', 'read_checkpoint', 'setup_logging', 'model_from_config', 'build_learner',
-           'schedules', 'fit', 'MetricsCSV', 'train', 'main', 'sweep_runs', 'run_sweep', 'sweep_main']
+           'set_rng_state', 'Checkpoint', 'read_checkpoint', 'setup_logging', 'model_from_config', 'Distill',
+           'build_learner', 'schedules', 'fit', 'MetricsCSV', 'train', 'main', 'sweep_runs', 'run_sweep', 'sweep_main']
 
 # %% ../nbs/02_training.ipynb #2e0eb77b
 class ConfigError(ValueError):
@@ -62,6 +63,10 @@ class TrainingConfig:
     channels_last:bool=True  # on CPU (30% faster here)
     mixed_precision:bool=True  # fp16 on CUDA; bf16 on CPUs with AVX512-BF16/AMX (12x faster here)
     threads:int|None=None  # CPU threads for torch; None leaves torch's default
+    init_from:str|None=None  # start from this model folder's weights (same architecture): fine-tuning
+    teachers:list|None=None  # model folders to distil from: their averaged softened predictions join the loss
+    distill_weight:float=0.5  # share of the distillation term in the training loss (with teachers)
+    distill_temperature:float=2.0  # softening of both sides' logits in the distillation term
 
 @dataclass
 class LoggingConfig:
@@ -112,6 +117,13 @@ def parse_config(d:dict)->Config:
     if t.scheduler not in ('one_cycle', 'flat_cos', 'constant'): raise ConfigError(f"training.scheduler: {t.scheduler!r}; choose one_cycle, flat_cos or constant")
     if t.device not in ('auto', 'cpu', 'cuda'): raise ConfigError(f"training.device: {t.device!r}; choose auto, cpu or cuda")
     if t.epochs < 1: raise ConfigError("training.epochs: must be at least 1")
+    if t.init_from is not None and not (Path(t.init_from)/'config.json').exists(): raise ConfigError(f"training.init_from: {t.init_from}: not a model folder (no config.json there)")
+    if t.teachers is not None:
+        if not isinstance(t.teachers, list) or not all(isinstance(p, str) for p in t.teachers): raise ConfigError(f"training.teachers: expected a list of model folders, got {t.teachers!r}")
+        for p in t.teachers:
+            if not (Path(p)/'config.json').exists(): raise ConfigError(f"training.teachers: {p}: not a model folder (no config.json there)")
+    if not 0 <= t.distill_weight <= 1: raise ConfigError(f"training.distill_weight: {t.distill_weight}; must be between 0 and 1")
+    if t.distill_temperature <= 0: raise ConfigError(f"training.distill_temperature: {t.distill_temperature}; must be above 0")
     from fashioncat.models import ARCHS
     if cfg.model.arch not in ARCHS: raise ConfigError(f"model.arch: {cfg.model.arch!r}; choose one of {list(ARCHS)}")
     return cfg
@@ -271,19 +283,43 @@ def model_from_config(m:ModelConfig, **kw)->FashionNet:
         kw.update({k: v for k, v in dict(widths=m.widths, depths=m.depths).items() if v is not None})
     return create_model(m.arch, dropout=m.dropout, n_classes=m.num_classes, **kw)
 
+class Distill(Callback):
+    "Knowledge distillation: while training, the loss is `(1-w)·loss + w·T²·KL(teachers ‖ model)` at temperature `T`, over the teachers' averaged softened probabilities on the same augmented batch. Validation keeps the plain loss. The teachers stay outside the learner's model, so only the student is saved."
+    order = 5  # before MixedPrecision (10) leaves autocast after the loss, so the teachers run under it too
+    def __init__(self, teachers:list, weight:float=0.5, temperature:float=2.0):
+        self.teachers, self.weight, self.temperature = teachers, weight, temperature
+        for t in teachers: t.eval().requires_grad_(False)
+    def before_fit(self):
+        for t in self.teachers: t.to(self.dls.device)
+    def after_pred(self):
+        if not self.training: return
+        with torch.no_grad(): self.p_teach = torch.stack([t(self.xb[0]).float().div(self.temperature).softmax(-1) for t in self.teachers]).mean(0)
+    def after_loss(self):
+        if not self.training: return
+        T = self.temperature
+        kd = F.kl_div(F.log_softmax(self.pred.float() / T, -1), self.p_teach, reduction='batchmean') * T * T
+        self.learn.loss_grad = (1 - self.weight) * self.loss_grad + self.weight * kd
+        self.learn.loss = self.learn.loss_grad.clone()
+
 def build_learner(cfg:Config, device:str)->Learner:
     "A fastai `Learner` for `cfg`: data, model, loss, optimiser and callbacks."
-    set_seed(cfg.training.seed, reproducible=True)
+    t = cfg.training
+    # loaded before the seed is set: building a network draws from torch's generator, which dropout then uses
+    init, teachers = load_model(t.init_from) if t.init_from else None, [load_model(p) for p in t.teachers or []]
+    set_seed(t.seed, reproducible=True)
     if device == 'cuda': torch.backends.cudnn.benchmark = True  # fastest kernels; reproducibility is promised on CPU
     cfg.data.augment.seed = cfg.training.seed
     dls = make_dls(cfg.data, seed=cfg.training.seed, device=device)
     mean, std = dls.norm_stats
     model = model_from_config(cfg.model, mean=mean, std=std)
-    t = cfg.training
+    if init is not None:
+        try: model.load_state_dict(init.state_dict())
+        except RuntimeError as e: raise ConfigError(f"training.init_from: {t.init_from}: its weights do not fit the config's model: {str(e).splitlines()[0]}") from None
     loss = LabelSmoothingCrossEntropyFlat(eps=t.label_smoothing) if t.label_smoothing else CrossEntropyLossFlat()
     learn = Learner(dls, model, loss_func=loss, opt_func=(CUDA_OPTIMIZERS if device == 'cuda' else OPTIMIZERS)[t.optimizer], metrics=accuracy, wd=t.weight_decay)
     if device == 'cpu' and t.channels_last: learn.add_cb(ChannelsLast())
     if device == 'cuda' and t.mixed_precision: learn.to_fp16()
+    if teachers: learn.add_cb(Distill(teachers, t.distill_weight, t.distill_temperature))
     if device == 'cpu' and t.mixed_precision and cpu_has_bf16(): learn.add_cb(CPUBf16())
     return learn
 

@@ -42,6 +42,21 @@ CANDIDATES = {
     # 1.92 M parameters but 81 M MACs: too slow for issue 5's 5,000 images/s; here to see what capacity alone buys
     "wide": {"model.widths": [40, 80, 160, 320]},
 }
+# Distillation: fine-tune a trained model (init_from) towards the averaged predictions of four models trained by the
+# candidates above (the second GPU run, experiments/gpu_candidates-2/), carried as fp16 copies under .teachers/
+TEACHERS = [".teachers/bs512", ".teachers/wide", ".teachers/base", ".teachers/reg"]
+KD = {"training.teachers": TEACHERS, "training.distill_weight": 0.7, "training.distill_temperature": 2.0}
+CANDIDATES |= {
+    "kd-reg": {
+        "model.dropout": 0.3,
+        "data.augment.erase_area": [0.02, 0.33],
+        "training.init_from": ".teachers/reg",
+        "training.lr": 0.002,
+        **KD,
+    },
+    "kd-base": {"training.init_from": ".teachers/base", "training.lr": 0.002, **KD},
+    "kd-bs512": {"data.batch_size": 512, "training.init_from": ".teachers/bs512", "training.lr": 0.003, **KD},
+}
 
 _RUNNER = (
     "import sys; from fashioncat.training import load_config, train; train(load_config(sys.argv[1]), progress=False)"
@@ -102,6 +117,7 @@ def main():
     ap.add_argument("--budget-s", type=float, default=420, help="wall seconds the real runs may take")
     ap.add_argument("--deadline-s", type=float, default=None, help="stop runs still going this long after the start")
     ap.add_argument("--max-epochs", type=int, default=300)
+    ap.add_argument("--epochs", type=int, default=None, help="train every candidate this many epochs, no calibration")
     ap.add_argument("--only", nargs="*", default=None, help="candidate names (default: all)")
     ap.add_argument("--subset", type=int, default=None, help="training images per run (smoke tests)")
     ap.add_argument("--device", default="auto")
@@ -113,26 +129,32 @@ def main():
     names = a.only or list(CANDIDATES)
     deadline = t0 + (a.deadline_s or 1e9)
 
-    cal = {n: candidate(n, base, out / "calibration", 3, a.subset, a.device) for n in names}
-    codes = run_all(cal, deadline, a.threads)
-    pace = {}
-    for n in names:
-        s = epoch_seconds(out / "calibration" / n / "logs" / "training.log") if codes[n] == 0 else None
-        if s is None:
-            print(f"{n}: calibration failed (exit {codes[n]}); see {cal[n].parent / 'stdout.txt'}", flush=True)
-            print((cal[n].parent / "stdout.txt").read_text()[-3000:], flush=True)
-            continue
-        pace[n] = s
-    print(f"calibration took {time.time() - t0:.0f} s; seconds per epoch: {json.dumps(pace)}", flush=True)
-    if not pace:
-        sys.exit("no candidate trained in calibration")
+    if a.epochs:
+        pace, epochs = dict.fromkeys(names), dict.fromkeys(names, a.epochs)
+    else:
+        cal = {n: candidate(n, base, out / "calibration", 3, a.subset, a.device) for n in names}
+        codes = run_all(cal, deadline, a.threads)
+        pace = {}
+        for n in names:
+            s = epoch_seconds(out / "calibration" / n / "logs" / "training.log") if codes[n] == 0 else None
+            if s is None:
+                print(f"{n}: calibration failed (exit {codes[n]}); see {cal[n].parent / 'stdout.txt'}", flush=True)
+                print((cal[n].parent / "stdout.txt").read_text()[-3000:], flush=True)
+                continue
+            pace[n] = s
+        print(f"calibration took {time.time() - t0:.0f} s; seconds per epoch: {json.dumps(pace)}", flush=True)
+        if not pace:
+            sys.exit("no candidate trained in calibration")
 
-    budget = min(a.budget_s, deadline - time.time() - 45)  # 45 s: start-up, data and the last validation
-    epochs = {n: max(1, min(a.max_epochs, int(0.92 * budget / s))) for n, s in pace.items()}
-    print(f"budget {budget:.0f} s; epochs: {json.dumps(epochs)}", flush=True)
+        budget = min(a.budget_s, deadline - time.time() - 45)  # 45 s: start-up, data and the last validation
+        epochs = {n: max(1, min(a.max_epochs, int(0.92 * budget / s))) for n, s in pace.items()}
+        print(f"budget {budget:.0f} s; epochs: {json.dumps(epochs)}", flush=True)
     runs = {n: candidate(n, base, out, e, a.subset, a.device) for n, e in epochs.items()}
     t1 = time.time()
     codes = run_all(runs, deadline, a.threads)
+    for n, c in codes.items():
+        if c not in (0, -9):  # -9: stopped at the deadline
+            print(f"{n}: exit {c}; the end of its output:\n" + (out / n / "stdout.txt").read_text()[-1500:], flush=True)
     summary = {}
     for n in runs:
         best = out / n / "models" / "best_model" / "config.json"
