@@ -117,11 +117,8 @@ def parse_config(d:dict)->Config:
     if t.scheduler not in ('one_cycle', 'flat_cos', 'constant'): raise ConfigError(f"training.scheduler: {t.scheduler!r}; choose one_cycle, flat_cos or constant")
     if t.device not in ('auto', 'cpu', 'cuda'): raise ConfigError(f"training.device: {t.device!r}; choose auto, cpu or cuda")
     if t.epochs < 1: raise ConfigError("training.epochs: must be at least 1")
-    if t.init_from is not None and not (Path(t.init_from)/'config.json').exists(): raise ConfigError(f"training.init_from: {t.init_from}: not a model folder (no config.json there)")
     if t.teachers is not None:
         if not isinstance(t.teachers, list) or not all(isinstance(p, str) for p in t.teachers): raise ConfigError(f"training.teachers: expected a list of model folders, got {t.teachers!r}")
-        for p in t.teachers:
-            if not (Path(p)/'config.json').exists(): raise ConfigError(f"training.teachers: {p}: not a model folder (no config.json there)")
     if not 0 <= t.distill_weight <= 1: raise ConfigError(f"training.distill_weight: {t.distill_weight}; must be between 0 and 1")
     if t.distill_temperature <= 0: raise ConfigError(f"training.distill_temperature: {t.distill_temperature}; must be above 0")
     from fashioncat.models import ARCHS
@@ -304,8 +301,12 @@ class Distill(Callback):
 def build_learner(cfg:Config, device:str)->Learner:
     "A fastai `Learner` for `cfg`: data, model, loss, optimiser and callbacks."
     t = cfg.training
-    # loaded before the seed is set: building a network draws from torch's generator, which dropout then uses
-    init, teachers = load_model(t.init_from) if t.init_from else None, [load_model(p) for p in t.teachers or []]
+    # loaded before the seed is set (building a network draws from torch's generator, which dropout then uses) and
+    # before any training; checked here rather than in `parse_config`, so that a recipe loads where its models are not
+    def _load(key, p):
+        if not (Path(p)/'config.json').exists(): raise ConfigError(f"training.{key}: {p}: not a model folder (no config.json there)")
+        return load_model(p)
+    init, teachers = _load('init_from', t.init_from) if t.init_from else None, [_load('teachers', p) for p in t.teachers or []]
     set_seed(t.seed, reproducible=True)
     if device == 'cuda': torch.backends.cudnn.benchmark = True  # fastest kernels; reproducibility is promised on CPU
     cfg.data.augment.seed = cfg.training.seed

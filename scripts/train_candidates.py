@@ -1,13 +1,15 @@
 """Train several candidate recipes side by side on one GPU, within a wall-clock budget, for choosing the production model.
 
 A tiny network leaves an H100 idle most of the time (each step is a few small kernels and Python around them), so
-several trainings in parallel processes cost little more than one. Each candidate is `configs/production.yaml` with
+several trainings in parallel processes cost little more than one. Each candidate is `configs/stage1.yaml` with
 a few keys overridden (`CANDIDATES` below). Two phases:
   1. calibration: every candidate trains 3 epochs, all at once; the time of the last epoch gives each one's pace;
   2. the real runs, all at once, each with as many epochs as fit in `--budget-s` at its pace (capped at `--max-epochs`),
      through the same `fashioncat.training.train` that `fashioncat_train` runs (so the same config trains on CPU too).
 Each run writes `<out>/<name>/{config.yaml, logs/, models/best_model, models/final_model}`; a run still going at
 `--deadline-s` is stopped (its best epoch so far stays saved). Choose among them on validation accuracy, never on test.
+`--epochs N` skips the calibration and trains every candidate N epochs. The distillation candidates (`kd-*`) run only
+when named with `--only`: they need the teachers of a first run, under .teachers/.
 
     python scripts/train_candidates.py --out runs/gpu --budget-s 420     # on the GPU machine
     python scripts/train_candidates.py --out /tmp/c --budget-s 60 --only base --max-epochs 2 --subset 3000   # smoke
@@ -27,7 +29,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# name -> overrides of configs/production.yaml ("section.key": value). Multiply-adds per image stay <= ~60 M (all but `wide`) so that
+# name -> overrides of configs/stage1.yaml ("section.key": value). Multiply-adds per image stay <= ~60 M (all but `wide`) so that
 # the int8 model keeps issue 5's CPU speed (the shipped 52 M-MAC net does 5,300-5,800 images/s on 2 threads).
 # These are relative to the shipped recipe (four-stage ResNetMini 32/64/128/256, batch 256), the winner of the first
 # GPU run; that run's six candidates, relative to the three-stage recipe shipped before, are in
@@ -42,6 +44,8 @@ CANDIDATES = {
     # 1.92 M parameters but 81 M MACs: too slow for issue 5's 5,000 images/s; here to see what capacity alone buys
     "wide": {"model.widths": [40, 80, 160, 320]},
 }
+TEACHER_ONLY = {"wide"}  # over the ~60 M multiply-adds: a teacher, never served
+
 # Distillation: fine-tune a trained model (init_from) towards the averaged predictions of four models trained by the
 # candidates above (the second GPU run, experiments/gpu_candidates-2/), carried as fp16 copies under .teachers/
 TEACHERS = [".teachers/bs512", ".teachers/wide", ".teachers/base", ".teachers/reg"]
@@ -118,15 +122,15 @@ def main():
     ap.add_argument("--deadline-s", type=float, default=None, help="stop runs still going this long after the start")
     ap.add_argument("--max-epochs", type=int, default=300)
     ap.add_argument("--epochs", type=int, default=None, help="train every candidate this many epochs, no calibration")
-    ap.add_argument("--only", nargs="*", default=None, help="candidate names (default: all)")
+    ap.add_argument("--only", nargs="*", default=None, help="candidate names (default: all but the kd-* ones)")
     ap.add_argument("--subset", type=int, default=None, help="training images per run (smoke tests)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads per training process")
     a = ap.parse_args()
     t0 = time.time()
     out = Path(a.out).resolve()
-    base = yaml.safe_load((ROOT / "configs" / "production.yaml").read_text())
-    names = a.only or list(CANDIDATES)
+    base = yaml.safe_load((ROOT / "configs" / "stage1.yaml").read_text())
+    names = a.only or [n for n in CANDIDATES if not n.startswith("kd-")]
     deadline = t0 + (a.deadline_s or 1e9)
 
     if a.epochs:

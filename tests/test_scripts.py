@@ -25,12 +25,13 @@ def test_candidate_is_a_valid_config_within_budget(name, tmp_path):
     from fashioncat.models import count_macs, count_params, create_model
     from fashioncat.training import load_config
 
-    base = yaml.safe_load((ROOT / "configs" / "production.yaml").read_text())
+    base = yaml.safe_load((ROOT / "configs" / "stage1.yaml").read_text())
     path = tc.candidate(name, base, tmp_path, epochs=3, subset=None, device="cuda")
     cfg = load_config(path)  # unknown or mistyped keys fail here, before any GPU time is spent
     m = cfg.model
     model = create_model(m.arch, widths=m.widths, depths=m.depths, n_classes=m.num_classes, dropout=m.dropout)
     params, macs = count_params(model), count_macs(model)
     assert params <= 2_000_000, f"{name}: {params:,} parameters, issue 3 allows 2 M"
-    assert macs <= 60_000_000, f"{name}: {macs:,} multiply-adds, over the ~60 M that keeps issue 5's int8 speed"
+    if name not in tc.TEACHER_ONLY:  # teachers are never served
+        assert macs <= 60_000_000, f"{name}: {macs:,} multiply-adds, over the ~60 M that keeps issue 5's int8 speed"
     assert cfg is not None and (tmp_path / name / "config.yaml").exists()
