@@ -53,3 +53,19 @@ def test_trained_folder_without_onnx_files_is_exported(tmp_path):
     assert "models/fashioncat" in stdout
     shipped = (ROOT / "models" / "fashioncat-int8.onnx").stat().st_size
     assert abs(rows["ORT int8"]["bytes"] - shipped) < 0.05 * shipped  # the same model, quantised again
+
+
+def test_compare_onnx_times_each_model_and_refuses_a_missing_file():
+    int8 = "models/fashioncat-int8.onnx"
+
+    def run(*a):
+        cmd = [sys.executable, "bench/compare_onnx.py", *a]
+        return subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+    r = run(int8, "models/fashioncat.onnx", "--blocks", "2", "--n", "20")
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = [x for x in r.stdout.splitlines() if "median" in x and "blocks:" in x]
+    assert [x.split(":")[0].strip() for x in lines] == [int8, "models/fashioncat.onnx"], r.stdout
+    assert all(len(x.split("blocks:")[1].split()) == 2 for x in lines), r.stdout
+    r = run(int8, "no/such.onnx")
+    assert r.returncode != 0 and "not found: no/such.onnx" in r.stderr
