@@ -18,30 +18,22 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def session(path: str, threads: int):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+from bench_inference import _ort_session  # bench/, the script's own folder, is on sys.path
 
 
 def compare(paths: list[str], images: np.ndarray, blocks: int, threads: int) -> dict[str, list[float]]:
     "Per model, the median batch-1 latency (ms) of each block; the models take turns block by block."
-    sessions = {p: session(p, threads) for p in paths}
-    names = {p: s.get_inputs()[0].name for p, s in sessions.items()}
-    for p, s in sessions.items():  # warm-up
+    predict = {p: _ort_session(p, threads, "CPUExecutionProvider") for p in paths}  # bench_inference's session
+    for f in predict.values():  # warm-up
         for x in images[:50]:
-            s.run(None, {names[p]: x[None]})
+            f(x[None])
     out = {p: [] for p in paths}
     for _ in range(blocks):
-        for p, s in sessions.items():
+        for p, f in predict.items():
             t = []
             for x in images:
                 t0 = time.perf_counter()
-                s.run(None, {names[p]: x[None]})
+                f(x[None])
                 t.append(time.perf_counter() - t0)
             out[p].append(1e3 * statistics.median(t))
     return out
@@ -49,7 +41,7 @@ def compare(paths: list[str], images: np.ndarray, blocks: int, threads: int) -> 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("models", nargs="+", help="ONNX files taking [N,1,28,28] float32 images in [0,1]")
+    ap.add_argument("models", nargs="+", help="fashioncat ONNX files (input `image`, output `probs`)")
     ap.add_argument("--blocks", type=int, default=8, help="turns per model")
     ap.add_argument("--n", type=int, default=200, help="images per block")
     ap.add_argument("--threads", type=int, default=1)

@@ -51,15 +51,10 @@ TEACHER_ONLY = {"wide"}  # over the ~60 M multiply-adds: a teacher, never served
 TEACHERS = [".teachers/bs512", ".teachers/wide", ".teachers/base", ".teachers/reg"]
 KD = {"training.teachers": TEACHERS, "training.distill_weight": 0.7, "training.distill_temperature": 2.0}
 CANDIDATES |= {
-    "kd-reg": {
-        "model.dropout": 0.3,
-        "data.augment.erase_area": [0.02, 0.33],
-        "training.init_from": ".teachers/reg",
-        "training.lr": 0.002,
-        **KD,
-    },
-    "kd-base": {"training.init_from": ".teachers/base", "training.lr": 0.002, **KD},
-    "kd-bs512": {"data.batch_size": 512, "training.init_from": ".teachers/bs512", "training.lr": 0.003, **KD},
+    # each student keeps its starting point's overrides, with a lower peak learning rate
+    "kd-reg": {**CANDIDATES["reg"], "training.init_from": ".teachers/reg", "training.lr": 0.002, **KD},
+    "kd-base": {**CANDIDATES["base"], "training.init_from": ".teachers/base", "training.lr": 0.002, **KD},
+    "kd-bs512": {**CANDIDATES["bs512"], "training.init_from": ".teachers/bs512", "training.lr": 0.003, **KD},
 }
 
 _RUNNER = (
