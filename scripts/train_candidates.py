@@ -56,6 +56,14 @@ CANDIDATES |= {
     "kd-base": {**CANDIDATES["base"], "training.init_from": ".teachers/base", "training.lr": 0.002, **KD},
     "kd-bs512": {**CANDIDATES["bs512"], "training.init_from": ".teachers/bs512", "training.lr": 0.003, **KD},
 }
+# Third GPU run (experiments/gpu_distill-2/): longer distillation at batch 512, from each starting point and from scratch
+CANDIDATES |= {
+    "kd-base512": {**CANDIDATES["kd-bs512"], "training.init_from": ".teachers/base"},
+    "kd-reg512": {**CANDIDATES["reg"], **CANDIDATES["kd-bs512"], "training.init_from": ".teachers/reg"},
+    # the teachers' softened predictions alone, at T=1 ("function matching", Beyer et al. 2022)
+    "kd-pure": {**CANDIDATES["kd-bs512"], "training.distill_weight": 1.0, "training.distill_temperature": 1.0},
+    "kd-scratch": {**CANDIDATES["bs512"], **KD},  # no init_from: the stage-1 learning rate
+}
 
 _RUNNER = (
     "import sys; from fashioncat.training import load_config, train; train(load_config(sys.argv[1]), progress=False)"
