@@ -418,6 +418,7 @@ def model_card(m:dict, # from `evaluate`
           f"| file | `{md['path']}` ({md['kind']}), sha256 `{md['sha256'][:16]}…` |", f"| commit | `{md['commit']}` |"]
     tr = cfg.get('training') or {}
     if tr: L.append(f"| trained on | {tr.get('hardware', '?')} ({tr.get('device', '?')}), {tr.get('epochs', '?')} epochs, {tr.get('seconds', 0) / 60:.0f} min |")
+    if tr.get('stopped'): L.append(f"| stopped early | {tr['stopped']} |")
     if tr.get('stages'): L.append(f"| training stages | {tr['stages']} |")
     rec = cfg.get('recipe') or {}; d, t = rec.get('data') or {}, rec.get('training') or {}
     L += ['', '## Data', '',
