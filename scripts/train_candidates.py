@@ -31,11 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # name -> overrides of configs/stage1.yaml ("section.key": value). Multiply-adds per image stay <= ~60 M (all but `wide`) so that
 # the int8 model keeps issue 5's CPU speed (the shipped 52 M-MAC net does 5,300-5,800 images/s on 2 threads).
-# These are relative to the shipped recipe (four-stage ResNetMini 32/64/128/256, batch 256), the winner of the first
-# GPU run; that run's six candidates, relative to the three-stage recipe shipped before, are in
-# experiments/README.md (commit 6083818 has them as code).
+# stage1.yaml (four-stage ResNetMini 32/64/128/256, batch 256) is the winner of the first GPU run; that run's six
+# candidates, relative to the three-stage recipe shipped before, are in experiments/README.md (commit 6083818 has
+# them as code).
 CANDIDATES = {
-    "base": {},  # the shipped recipe (1.23 M parameters, 52 M MACs), trained for as many epochs as the budget allows
+    "base": {},  # stage 1 itself (1.23 M parameters, 52 M MACs), trained for as many epochs as the budget allows
     "reg": {"model.dropout": 0.3, "data.augment.erase_area": [0.02, 0.33]},  # more regularisation for longer runs
     "slim-deep": {"model.widths": [24, 48, 96, 192], "model.depths": [1, 1, 2, 2]},  # 1.52 M parameters, 48 M MACs
     "bs512": {"data.batch_size": 512, "training.lr": 0.008},  # half the steps per epoch, so more epochs in the time
