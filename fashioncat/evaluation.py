@@ -431,7 +431,8 @@ def model_card(m:dict, # from `evaluate`
         vm = cfg.get('metrics') or {}
         L += ['## Training recipe', '', 'The full training config, as stored in the model\'s `config.json` (`recipe`); saved as YAML it is a valid `fashioncat_train --config` file:', '',
               '```yaml', _yaml(rec), '```', '']
-        if vm: L += [f"Validation at the saved epoch ({vm.get('epoch')}): accuracy {_f(vm.get('valid_accuracy'))}, loss {_f(vm.get('valid_loss'))}.", '']
+        saved = f"stochastic weight average of epochs {vm['swa_from']}-{vm.get('epoch')}" if vm.get('swa_from') else f"epoch {vm.get('epoch')}"
+        if vm: L += [f"Validation of the saved weights ({saved}): accuracy {_f(vm.get('valid_accuracy'))}, loss {_f(vm.get('valid_loss'))}.", '']
     L += ['## Metrics per class (test set)', '', '| class | | precision | recall | F1 | support |', '|---|---|---|---|---|---|']
     L += [f"| {c} | {ru.get(c, '')} | {_f(v['precision'])} | {_f(v['recall'])} | {_f(v['f1'])} | {v['support']} |" for c, v in pc.items()]
     L += ['', '![confusion matrix](confusion_matrix.png)', '', 'The most confused pairs (true → predicted, test images):', '']

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_training.ipynb #71c5ec4c
 from __future__ import annotations
-import csv, dataclasses, itertools, json, logging, os, platform, random, subprocess, sys, time
+import copy, csv, dataclasses, itertools, json, logging, os, platform, random, subprocess, sys, time
 from dataclasses import dataclass, field, asdict, fields
 from functools import partial
 from pathlib import Path
@@ -26,15 +26,16 @@ except ImportError as e:
     raise ImportError("fashioncat.training needs PyTorch and fastai: pip install -e '.[train]'") from e
 import yaml
 from fastcore.script import call_parse, Param, store_true
-from .data import AugConfig, DataConfig, make_dls
+from .data import AugConfig, ArrayDL, DataConfig, make_dls
 from .models import FashionNet, create_model, save_model, load_model, count_params
 
 # %% auto #0
 __all__ = ['REQUIRED', 'OPTIMIZERS', 'CUDA_OPTIMIZERS', 'CHECKPOINT', 'RESUMABLE', 'SWEEP_FIELDS', 'ConfigError', 'ModelConfig',
            'TrainingConfig', 'LoggingConfig', 'Config', 'parse_config', 'load_config', 'TorchAdam', 'pick_device',
            'git_commit', 'hardware', 'cpu_has_bf16', 'CPUBf16', 'LogEpochs', 'SaveBest', 'recipe_diff', 'rng_state',
-           'set_rng_state', 'Checkpoint', 'read_checkpoint', 'setup_logging', 'model_from_config', 'Distill',
-           'build_learner', 'schedules', 'fit', 'MetricsCSV', 'train', 'main', 'sweep_runs', 'run_sweep', 'sweep_main']
+           'set_rng_state', 'Checkpoint', 'read_checkpoint', 'bn_recalibrate', 'SWA', 'setup_logging',
+           'model_from_config', 'Distill', 'build_learner', 'schedules', 'fit', 'MetricsCSV', 'train', 'main',
+           'sweep_runs', 'run_sweep', 'sweep_main']
 
 # %% ../nbs/02_training.ipynb #2e0eb77b
 class ConfigError(ValueError):
@@ -67,6 +68,8 @@ class TrainingConfig:
     teachers:list|None=None  # model folders to distil from: their averaged softened predictions join the loss
     distill_weight:float=0.5  # share of the distillation term in the training loss (with teachers)
     distill_temperature:float=2.0  # softening of both sides' logits in the distillation term
+    swa_start:int|None=None  # stochastic weight averaging of the epochs from this one (1-based) on; None: off
+    swa_bn_batches:int|None=None  # training batches that re-estimate the average's batch-norm statistics; None: all
 
 @dataclass
 class LoggingConfig:
@@ -120,6 +123,8 @@ def parse_config(d:dict)->Config:
     if t.teachers is not None:
         if not isinstance(t.teachers, list) or not all(isinstance(p, str) for p in t.teachers): raise ConfigError(f"training.teachers: expected a list of model folders, got {t.teachers!r}")
     if not 0 <= t.distill_weight <= 1: raise ConfigError(f"training.distill_weight: {t.distill_weight}; must be between 0 and 1")
+    if t.swa_start is not None and not 1 <= t.swa_start <= t.epochs: raise ConfigError(f"training.swa_start: {t.swa_start}; must be an epoch between 1 and training.epochs ({t.epochs}), or null for no averaging")
+    if t.swa_bn_batches is not None and t.swa_bn_batches < 1: raise ConfigError(f"training.swa_bn_batches: {t.swa_bn_batches}; must be at least 1, or null for the whole training set")
     if t.distill_temperature <= 0: raise ConfigError(f"training.distill_temperature: {t.distill_temperature}; must be above 0")
     from fashioncat.models import ARCHS
     if cfg.model.arch not in ARCHS: raise ConfigError(f"model.arch: {cfg.model.arch!r}; choose one of {list(ARCHS)}")
@@ -248,8 +253,10 @@ class Checkpoint(Callback):
     def after_epoch(self):
         done = getattr(self.learn, 'epoch_offset', 0) + self.epoch + 1
         best = next((cb.best for cb in self.learn.cbs if isinstance(cb, SaveBest)), -1.)
+        swa = next((cb for cb in self.learn.cbs if isinstance(cb, SWA)), None)
         state = dict(model=self.learn.model.state_dict(), opt=self.learn.opt.state_dict(), epoch=done, best=best,
                      seconds=self.seconds + time.time() - self.t0, recipe=json.dumps(self.recipe, sort_keys=True), rng=rng_state(self.learn))
+        if swa is not None: state['swa'] = swa.state()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix('.tmp'); torch.save(state, tmp); os.replace(tmp, self.path)
         if self.stop_after and self.epoch + 1 >= self.stop_after and done < self.recipe['training']['epochs']:
@@ -261,6 +268,69 @@ def read_checkpoint(path:str|Path, device:str='cpu')->dict:
     from fastcore.foundation import L
     with torch.serialization.safe_globals([L, np.core.multiarray.scalar, np.dtype, *[getattr(np.dtypes, d) for d in np.dtypes.__all__]]):
         return torch.load(path, map_location=device, weights_only=True)
+
+# %% ../nbs/02_training.ipynb #0b673546
+def bn_recalibrate(model:torch.nn.Module, dl, # batches `(x, y)`
+                   batches:int|None=None, # the first `batches` of `dl`; None: all
+                  )->torch.nn.Module:
+    "Re-estimate `model`'s batch-norm running statistics as the plain average over `dl`'s batches, the other layers (dropout) in eval mode."
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    was, moms = model.training, [m.momentum for m in bns]
+    model.eval()
+    for m in bns: m.reset_running_stats(); m.momentum = None; m.train()  # momentum None: a cumulative average
+    with torch.no_grad():
+        for i, (xb, *_) in enumerate(dl):
+            if batches is not None and i >= batches: break
+            model(xb)
+    for m, mo in zip(bns, moms): m.momentum = mo
+    return model.train(was)
+
+class SWA(Callback):
+    "Stochastic weight averaging from epoch `start` on: average, validate and log after every epoch; saved as the best model when it beats every epoch so far."
+    order = 61.5  # after SaveBest (61), whose best it competes with; before Checkpoint (62), which saves its state
+    def __init__(self, start:int, bn_batches:int|None=None, csv_path:Path|None=None, state:dict|None=None):
+        self.start, self.bn_batches, self.csv_path, self._state = start, bn_batches, csv_path, state
+        self.avg, self.n, self.metrics = None, 0, None
+    def state(self)->dict: return dict(avg=None if self.avg is None else self.avg.state_dict(), n=self.n, metrics=self.metrics)
+    def before_fit(self):
+        st = random.getstate()  # a fastai DataLoader draws its seed from Python's generator: leave the run's draws as they were
+        self.bn_dl = ArrayDL(self.dls.train.dataset, bs=self.dls.train.bs, shuffle=False, device=self.dls.device)
+        random.setstate(st)
+        if self._state and self._state['avg'] is not None:  # resumed
+            self.avg = copy.deepcopy(self.learn.model); self.avg.load_state_dict(self._state['avg'])
+            self.n, self.metrics = self._state['n'], self._state['metrics']
+    def after_epoch(self):
+        ep = getattr(self.learn, 'epoch_offset', 0) + self.epoch + 1
+        if ep < self.start: return
+        if self.avg is None: self.avg, self.n = copy.deepcopy(self.learn.model), 1
+        else:
+            self.n += 1; cur = self.learn.model.state_dict()
+            with torch.no_grad():
+                for k, v in self.avg.state_dict().items():
+                    if v.is_floating_point(): v += (cur[k].to(v.dtype) - v) / self.n
+        st = random.getstate()
+        with torch.random.fork_rng(devices=[]):  # iterating a DataLoader draws a seed from torch's generator, which dropout uses
+            bn_recalibrate(self.avg, self.bn_dl, self.bn_batches); loss, acc = self._validate()
+        random.setstate(st)
+        self.metrics = dict(valid_loss=loss, valid_accuracy=acc, epoch=ep, swa_from=self.start)
+        logging.getLogger('fashioncat').info(f'swa of epochs {self.start}-{ep}: valid_loss={loss:.5f} accuracy={acc:.5f}')
+        if self.csv_path is not None:
+            new = not self.csv_path.exists()
+            with open(self.csv_path, 'a', newline='') as f:
+                w = csv.writer(f)
+                if new: w.writerow(['epoch', 'swa_from', 'valid_loss', 'accuracy'])
+                w.writerow([ep, self.start, f'{loss:.6f}', f'{acc:.6f}'])
+        best = next((cb for cb in self.learn.cbs if isinstance(cb, SaveBest)), None)
+        if best is not None and acc > best.best:
+            best.best = acc; save_model(self.avg, best.folder, **best.meta, metrics=self.metrics)
+            logging.getLogger('fashioncat').debug(f'best so far: the average of epochs {self.start}-{ep}, valid_accuracy={acc:.5f}')
+    def _validate(self)->tuple[float, float]:
+        self.avg.eval(); tot = right = n = 0
+        with torch.no_grad():
+            for xb, yb in self.dls.valid:
+                out = self.avg(xb).float()
+                tot += float(self.learn.loss_func(out, yb)) * len(yb); right += int((out.argmax(-1) == yb).sum()); n += len(yb)
+        return tot / n, right / n
 
 # %% ../nbs/02_training.ipynb #911575db
 def setup_logging(log_dir:str|Path, verbose:bool=False)->logging.Logger:
@@ -384,6 +454,8 @@ def train(cfg:Config, # a validated config (see `load_config`)
     learn.epoch_offset = ck['epoch']
     learn.add_cbs([LogEpochs(), SaveBest(models_dir/'best_model', meta, ck['best']), MetricsCSV((log_dir/'metrics.csv').absolute(), ck['epoch']),
                    Checkpoint(models_dir, recipe, ck['seconds'], stop_after)])
+    swa = SWA(cfg.training.swa_start, cfg.training.swa_bn_batches, log_dir/'swa.csv', ck.get('swa')) if cfg.training.swa_start else None
+    if swa is not None: learn.add_cb(swa)
     if not progress: learn.remove_cbs([cb for cb in learn.cbs if type(cb).__name__ == 'ProgressCallback'])
     t0 = time.time(); fit(learn, cfg.training, ck['epoch']); secs = ck['seconds'] + time.time() - t0
     done = ck['epoch'] + len(learn.recorder.values)
@@ -396,9 +468,10 @@ def train(cfg:Config, # a validated config (see `load_config`)
     best = json.loads((models_dir/'best_model'/'config.json').read_text())
     best['training']['seconds'] = round(secs, 1); (models_dir/'best_model'/'config.json').write_text(json.dumps(best, indent=2, ensure_ascii=False) + '\n')
     save_model(learn.model, models_dir/'final_model', **meta, metrics=metrics)
+    if swa is not None: save_model(swa.avg, models_dir/'swa_model', **meta, metrics=swa.metrics)
     ck_path.unlink(missing_ok=True)
     log.info(f'done in {secs:.0f}s: final valid_accuracy={acc:.4f}, best {best["metrics"]["valid_accuracy"]:.4f} (epoch {best["metrics"]["epoch"]})')
-    return dict(metrics, seconds=secs, best_valid_accuracy=best['metrics']['valid_accuracy'])
+    return dict(metrics, seconds=secs, best_valid_accuracy=best['metrics']['valid_accuracy'], **({'swa_valid_accuracy': swa.metrics['valid_accuracy']} if swa is not None else {}))
 
 # %% ../nbs/02_training.ipynb #e0fc632d
 @call_parse
