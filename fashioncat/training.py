@@ -68,6 +68,7 @@ class TrainingConfig:
     teachers:list|None=None  # model folders to distil from: their averaged softened predictions join the loss
     distill_weight:float=0.5  # share of the distillation term in the training loss (with teachers)
     distill_temperature:float=2.0  # softening of both sides' logits in the distillation term
+    distill_flip:bool=False  # the teachers also see each image mirrored, and their predictions on both are averaged
     swa_start:int|None=None  # stochastic weight averaging of the epochs from this one (1-based) on; None: off
     swa_bn_batches:int|None=None  # training batches that re-estimate the average's batch-norm statistics; None: all
 
@@ -351,16 +352,19 @@ def model_from_config(m:ModelConfig, **kw)->FashionNet:
     return create_model(m.arch, dropout=m.dropout, n_classes=m.num_classes, **kw)
 
 class Distill(Callback):
-    "Knowledge distillation: while training, the loss is `(1-w)·loss + w·T²·KL(teachers ‖ model)` at temperature `T`, over the teachers' averaged softened probabilities on the same augmented batch. Validation keeps the plain loss. The teachers stay outside the learner's model, so only the student is saved."
+    "Knowledge distillation: while training, the loss is `(1-w)·loss + w·T²·KL(teachers ‖ model)` at temperature `T`, over the teachers' averaged softened probabilities on the same augmented batch (and on its mirror image with `flip`: test-time flip for the teachers). Validation keeps the plain loss. The teachers stay outside the learner's model, so only the student is saved."
     order = 5  # before MixedPrecision (10) leaves autocast after the loss, so the teachers run under it too
-    def __init__(self, teachers:list, weight:float=0.5, temperature:float=2.0):
-        self.teachers, self.weight, self.temperature = teachers, weight, temperature
+    def __init__(self, teachers:list, weight:float=0.5, temperature:float=2.0, flip:bool=False):
+        self.teachers, self.weight, self.temperature, self.flip = teachers, weight, temperature, flip
         for t in teachers: t.eval().requires_grad_(False)
     def before_fit(self):
         for t in self.teachers: t.to(self.dls.device)
+    def targets(self, x:torch.Tensor)->torch.Tensor:
+        "The teachers' averaged probabilities at temperature `T` for the batch `x`."
+        xs = [x, x.flip(-1)] if self.flip else [x]
+        with torch.no_grad(): return torch.stack([t(v).float().div(self.temperature).softmax(-1) for t in self.teachers for v in xs]).mean(0)
     def after_pred(self):
-        if not self.training: return
-        with torch.no_grad(): self.p_teach = torch.stack([t(self.xb[0]).float().div(self.temperature).softmax(-1) for t in self.teachers]).mean(0)
+        if self.training: self.p_teach = self.targets(self.xb[0])
     def after_loss(self):
         if not self.training: return
         T = self.temperature
@@ -390,7 +394,7 @@ def build_learner(cfg:Config, device:str)->Learner:
     learn = Learner(dls, model, loss_func=loss, opt_func=(CUDA_OPTIMIZERS if device == 'cuda' else OPTIMIZERS)[t.optimizer], metrics=accuracy, wd=t.weight_decay)
     if device == 'cpu' and t.channels_last: learn.add_cb(ChannelsLast())
     if device == 'cuda' and t.mixed_precision: learn.to_fp16()
-    if teachers: learn.add_cb(Distill(teachers, t.distill_weight, t.distill_temperature))
+    if teachers: learn.add_cb(Distill(teachers, t.distill_weight, t.distill_temperature, t.distill_flip))
     if device == 'cpu' and t.mixed_precision and cpu_has_bf16(): learn.add_cb(CPUBf16())
     return learn
 
