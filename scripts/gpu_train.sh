@@ -32,6 +32,14 @@ RUNS=$(mktemp -d)
 python3 scripts/train_candidates.py --out "$RUNS" --device cuda "$@" | tee "$OUTDIR/driver.log" ||
   echo "gpu_train: train_candidates.py failed (see driver.log); archiving what the runs left"
 cp "$RUNS/summary.json" "$OUTDIR/" 2>/dev/null || true
+# Teacher runs (t-*): their best model goes to .teachers/<name>, where a second call in the same lease distils from it
+# (train_candidates' kd-*-t6), and is archived as fp16, since a 4.9 M-parameter model in fp32 passes the 16 MiB limit.
+for d in "$RUNS"/t-*/models/best_model; do
+  [ -d "$d" ] || continue
+  n=$(basename "$(dirname "$(dirname "$d")")")
+  rm -rf ".teachers/$n" && mkdir -p .teachers && cp -r "$d" ".teachers/$n"
+  python3 -c "import sys; from safetensors.torch import load_file, save_file; f = sys.argv[1]; save_file({k: v.half() if v.is_floating_point() else v for k, v in load_file(f).items()}, f)" "$d/model.safetensors"
+done
 for d in "$RUNS"/*/; do
   n=$(basename "$d")
   # best_model only: a wide run's final_model and a stopped run's checkpoint would pass the 16 MiB a returned file may have

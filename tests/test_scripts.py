@@ -31,7 +31,9 @@ def test_candidate_is_a_valid_config_within_budget(name, tmp_path):
     m = cfg.model
     model = create_model(m.arch, widths=m.widths, depths=m.depths, n_classes=m.num_classes, dropout=m.dropout)
     params, macs = count_params(model), count_macs(model)
-    assert params <= 2_000_000, f"{name}: {params:,} parameters, issue 3 allows 2 M"
     if name not in tc.TEACHER_ONLY:  # teachers are never served
+        assert params <= 2_000_000, f"{name}: {params:,} parameters, issue 3 allows 2 M"
         assert macs <= 60_000_000, f"{name}: {macs:,} multiply-adds, over the ~60 M that keeps issue 5's int8 speed"
+    else:  # scripts/gpu_train.sh returns a teacher as fp16, in one file under the 16 MiB a lent machine gives back
+        assert params * 2 < 15 * 2**20, f"{name}: {params:,} parameters, too big to come back from a lent GPU machine"
     assert cfg is not None and (tmp_path / name / "config.yaml").exists()
