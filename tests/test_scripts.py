@@ -1,4 +1,4 @@
-"""scripts/train_candidates.py: every candidate is a valid training config inside issue 3's and issue 5's budgets."""
+"""scripts/: every training candidate is a valid config inside issue 3's and issue 5's budgets; teacher_strength averages what it lists."""
 
 import importlib.util
 from pathlib import Path
@@ -37,3 +37,19 @@ def test_candidate_is_a_valid_config_within_budget(name, tmp_path):
     else:  # scripts/gpu_train.sh returns a teacher as fp16, in one file under the 16 MiB a lent machine gives back
         assert params * 2 < 15 * 2**20, f"{name}: {params:,} parameters, too big to come back from a lent GPU machine"
     assert cfg is not None and (tmp_path / name / "config.yaml").exists()
+
+
+def test_teacher_strength_averages_what_it_lists():
+    "Two copies of one model: their average is the model itself, with and without the flip."
+    import subprocess
+    import sys
+
+    model = str(ROOT / "models" / "fashioncat")
+    cmd = [sys.executable, str(ROOT / "scripts" / "teacher_strength.py"), model, model, "--limit", "300"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT).stdout.splitlines()
+    for split in ("validation", "test"):
+        i = out.index(split)
+        one, two, avg = (line.split()[:2] for line in out[i + 1 : i + 4])
+        assert one == two == avg, out
+        assert 80 < float(one[0]) <= 100, out  # the shipped model on 300 images
+        assert out[i + 3].endswith("the average of the 2")
