@@ -300,6 +300,7 @@ class SWA(Callback):
         if self._state and self._state['avg'] is not None:  # resumed
             self.avg = copy.deepcopy(self.learn.model); self.avg.load_state_dict(self._state['avg'])
             self.n, self.metrics = self._state['n'], self._state['metrics']
+        elif self.csv_path is not None: self.csv_path.unlink(missing_ok=True)  # a run started over logs afresh
     def after_epoch(self):
         ep = getattr(self.learn, 'epoch_offset', 0) + self.epoch + 1
         if ep < self.start: return
