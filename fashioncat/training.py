@@ -26,7 +26,7 @@ except ImportError as e:
     raise ImportError("fashioncat.training needs PyTorch and fastai: pip install -e '.[train]'") from e
 import yaml
 from fastcore.script import call_parse, Param, store_true
-from .data import AugConfig, ArrayDL, DataConfig, make_dls
+from .data import AugConfig, ArrayDL, BatchAug, DataConfig, make_dls
 from .models import FashionNet, create_model, save_model, load_model, count_params
 
 # %% auto #0
@@ -294,8 +294,12 @@ class SWA(Callback):
         self.avg, self.n, self.metrics = None, 0, None
     def state(self)->dict: return dict(avg=None if self.avg is None else self.avg.state_dict(), n=self.n, metrics=self.metrics)
     def before_fit(self):
+        # the statistics of augmented images, as training kept them; the same batches every time, from an augmentation
+        # of its own (a generator apart from the run's)
+        aug = getattr(self.dls.train.after_batch, 'cfg', None)
+        self.bn_aug = BatchAug(aug) if isinstance(aug, AugConfig) else None
         st = random.getstate()  # a fastai DataLoader draws its seed from Python's generator: leave the run's draws as they were
-        self.bn_dl = ArrayDL(self.dls.train.dataset, bs=self.dls.train.bs, shuffle=False, device=self.dls.device)
+        self.bn_dl = ArrayDL(self.dls.train.dataset, bs=self.dls.train.bs, shuffle=False, device=self.dls.device, **({'after_batch': self.bn_aug} if self.bn_aug else {}))
         random.setstate(st)
         if self._state and self._state['avg'] is not None:  # resumed
             self.avg = copy.deepcopy(self.learn.model); self.avg.load_state_dict(self._state['avg'])
@@ -311,6 +315,7 @@ class SWA(Callback):
                 for k, v in self.avg.state_dict().items():
                     if v.is_floating_point(): v += (cur[k].to(v.dtype) - v) / self.n
         st = random.getstate()
+        if self.bn_aug is not None: self.bn_aug.gen.manual_seed(self.bn_aug.cfg.seed)
         with torch.random.fork_rng(devices=[]):  # iterating a DataLoader draws a seed from torch's generator, which dropout uses
             bn_recalibrate(self.avg, self.bn_dl, self.bn_batches); loss, acc = self._validate()
         random.setstate(st)
