@@ -13,15 +13,13 @@ import numpy as np
 import torch
 
 from fashioncat.data import load_split, recipe_split
-from fashioncat.models import load_model, read_config
+from fashioncat.models import _logits_and_flipped, load_model, read_config
+from fashioncat.serving import as_batch
 
 
 def probs(model, x: np.ndarray, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     "Softened probabilities of `model` on the images `x` (uint8 [N,28,28]) and on their mirror images."
-    xb = torch.from_numpy(np.array(x)).float().div(255).unsqueeze(1)
-    with torch.inference_mode():
-        z = torch.cat([model(b) for b in xb.split(1000)])
-        zf = torch.cat([model(b.flip(-1)) for b in xb.split(1000)])
+    z, zf = _logits_and_flipped(model, torch.from_numpy(as_batch(x)))  # the helper `tta_gain` uses
     return (z / temperature).softmax(-1), (zf / temperature).softmax(-1)
 
 
