@@ -33,7 +33,7 @@ python3 scripts/train_candidates.py --out "$RUNS" --device cuda "$@" | tee "$OUT
   echo "gpu_train: train_candidates.py failed (see driver.log); archiving what the runs left"
 cp "$RUNS/summary.json" "$OUTDIR/" 2>/dev/null || true
 # Teacher runs (t-*): their best model goes to .teachers/<name>, where a second call in the same lease distils from it
-# (train_candidates' kd-*-t6), and is archived as fp16, since a 4.9 M-parameter model in fp32 passes the 16 MiB limit.
+# (train_candidates' kd-*-t5), and is archived as fp16, since a 4.9 M-parameter model in fp32 passes the 16 MiB limit.
 for d in "$RUNS"/t-*/models/best_model; do
   [ -d "$d" ] || continue
   n=$(basename "$(dirname "$(dirname "$d")")")

@@ -39,6 +39,23 @@ def test_candidate_is_a_valid_config_within_budget(name, tmp_path):
     assert cfg is not None and (tmp_path / name / "config.yaml").exists()
 
 
+@pytest.mark.parametrize("name", [n for n in tc.CANDIDATES if n.endswith("-t5")])
+def test_next_students_find_their_teachers(name):
+    "The next lease's students start from and distil from models in git, or from the big teachers its first call trains."
+    from fashioncat.models import load_model
+
+    c = tc.CANDIDATES[name]
+    for p in [*c["training.teachers"], c.get("training.init_from")]:
+        if p is None:
+            continue
+        if p.startswith(".teachers/"):  # left there by scripts/gpu_train.sh's first call in the same lease
+            assert p.removeprefix(".teachers/") in tc.TEACHER_ONLY, f"{name}: {p} is not trained by any t-* candidate"
+        else:
+            assert (ROOT / p / "model.safetensors").exists(), f"{name}: {p} is not in the checkout"
+            with torch.no_grad():  # a complete model folder: it loads and predicts the ten classes
+                assert load_model(ROOT / p).eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
 def test_teacher_strength_averages_what_it_lists():
     "Two copies of one model: their average is the model itself, with and without the flip."
     import subprocess
