@@ -49,11 +49,37 @@ def test_next_students_find_their_teachers(name):
         if p is None:
             continue
         if p.startswith(".teachers/"):  # left there by scripts/gpu_train.sh's first call in the same lease
-            assert p.removeprefix(".teachers/") in tc.TEACHER_ONLY, f"{name}: {p} is not trained by any t-* candidate"
+            n = p.removeprefix(".teachers/")
+            assert n.startswith("t-") and n in tc.CANDIDATES, f"{name}: {p} is not trained by any t-* candidate"
         else:
             assert (ROOT / p / "model.safetensors").exists(), f"{name}: {p} is not in the checkout"
             with torch.no_grad():  # a complete model folder: it loads and predicts the ten classes
                 assert load_model(ROOT / p).eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_unpack_teachers_puts_each_best_model_where_the_second_call_and_git_want_it(tmp_path):
+    "A returned t-*.tgz (as gpu_train.sh archives it) lands in .teachers/<name> and teachers/<name>; other archives do not."
+    import subprocess
+    import tarfile
+
+    files = tmp_path / "files"
+    files.mkdir()
+    for n in ("t-a", "kd-b"):
+        best = tmp_path / "runs" / n / "models" / "best_model"
+        best.mkdir(parents=True)
+        (best / "config.json").write_text(f'{{"name": "{n}"}}')
+        with tarfile.open(files / f"{n}.tgz", "w:gz") as t:
+            t.add(tmp_path / "runs" / n, arcname=n)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    script = ROOT / "scripts" / "unpack_teachers.sh"
+    env = {"TEACHERS_ROOT": str(repo), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(["bash", str(script), str(files)], env=env, capture_output=True, text=True, check=True).stdout
+    for d in (".teachers", "teachers"):
+        assert (repo / d / "t-a" / "config.json").read_text() == '{"name": "t-a"}', out
+        assert not (repo / d / "kd-b").exists()
+    empty = subprocess.run(["bash", str(script), str(repo)], check=False, env=env, capture_output=True, text=True)
+    assert empty.returncode == 1 and "no t-*.tgz" in empty.stdout
 
 
 def test_teacher_strength_averages_what_it_lists():
