@@ -62,7 +62,7 @@ class TrainingConfig:
     seed:int=42
     device:str='auto'  # auto | cpu | cuda
     channels_last:bool=True  # on CPU (30% faster here)
-    mixed_precision:bool=True  # fp16 on CUDA; bf16 on CPUs with AVX512-BF16/AMX (12x faster here)
+    mixed_precision:bool=True  # fp16 on CUDA; bf16 on CPUs with AVX512-BF16/AMX (2-12x faster, by CPU: bench/bench_training.py)
     threads:int|None=None  # CPU threads for torch; None leaves torch's default
     init_from:str|None=None  # start from this model folder's weights (same architecture): fine-tuning
     teachers:list|None=None  # model folders to distil from: their averaged softened predictions join the loss

@@ -69,3 +69,19 @@ def test_compare_onnx_times_each_model_and_refuses_a_missing_file():
     assert all(len(x.split("blocks:")[1].split()) == 2 for x in lines), r.stdout
     r = run(int8, "no/such.onnx")
     assert r.returncode != 0 and "not found: no/such.onnx" in r.stderr
+
+
+def test_bench_training_times_each_precision_training_would_use():
+    "bench/bench_training.py: one row per thread count, fp32 and (where the CPU has bf16 units) bf16 autocast."
+    from fashioncat.training import cpu_has_bf16
+
+    cmd = [sys.executable, "bench/bench_training.py", "--config", "configs/config.yaml", "--threads", "1,2"]
+    r = subprocess.run(
+        [*cmd, "--seconds", "0.2", "--batch", "16"], check=False, cwd=ROOT, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in r.stdout.splitlines() if line.startswith("| ") and "threads" not in line]
+    assert [row[0].strip() for row in rows] == ["1", "2"], r.stdout
+    assert all(len(row) == (3 if cpu_has_bf16() else 1) + 1 for row in rows), r.stdout
+    assert all(float(c.replace(",", "")) > 0 for row in rows for c in row[1 : 2 + cpu_has_bf16()]), r.stdout
+    assert "configs/config.yaml: resnet" in r.stdout and "batch 16" in r.stdout
