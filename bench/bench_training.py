@@ -56,7 +56,7 @@ def main(argv=None):
     batch = a.batch or cfg.data.batch_size
     precisions = ["fp32", "bf16 autocast"] if cpu_has_bf16() else ["fp32"]
     torch.manual_seed(0)
-    base = model_from_config(cfg.model, mean=0.286, std=0.353).to(memory_format=torch.channels_last)
+    base = model_from_config(cfg.model).to(memory_format=torch.channels_last)
     state = {k: v.clone() for k, v in base.state_dict().items()}
     load0 = os.getloadavg()[0]
     rows = []
