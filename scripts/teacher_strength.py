@@ -4,7 +4,7 @@ The average is of the probabilities softened at the distillation temperature (`t
 targets `fashioncat.training.Distill` gives a student (with `training.distill_flip`, the flip column). Validation is the
 first model's recipe split (the students are chosen on it); test is read for the record, never to choose.
 
-    python scripts/teacher_strength.py models/teachers/{bs512,wide,base,reg}/models/best_model --temperature 2
+    python scripts/teacher_strength.py teachers/kd-reg512 teachers/kd-bs512 teachers/deep4-bs256 --temperature 2   # teachers/README.md
 """
 
 import argparse
