@@ -54,7 +54,7 @@ $(SERVE_VENV)/.installed: settings.ini setup.py
 serve-install: $(SERVE_VENV)/.installed  ## the base install only: no torch
 
 serve: serve-install  ## THE serve command: API on :8000, UI on :8000/ui, with the committed model
-	GRADIO_ANALYTICS_ENABLED=False $(SERVE_VENV)/bin/uvicorn app.main:app --host $(HOST) --port $(PORT) --loop uvloop --http httptools
+	GRADIO_ANALYTICS_ENABLED=False MALLOC_ARENA_MAX=2 $(SERVE_VENV)/bin/uvicorn app.main:app --host $(HOST) --port $(PORT) --loop uvloop --http httptools
 
 image-smoke:  ## docker/Dockerfile's install steps in a fresh venv, then a smoke test of its server (no Docker needed)
 	PYTHON=$(PYTHON) bash bench/docker_smoke.sh

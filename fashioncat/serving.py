@@ -4,13 +4,15 @@
 
 # %% ../nbs/05_serving.ipynb #7e431eb4
 from __future__ import annotations
-import csv, hashlib, io, json, struct, sys, time, warnings, zlib
+import csv, hashlib, io, json, re, struct, sys, threading, time, warnings, zlib
+from contextlib import ExitStack
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 import numpy as np
 from PIL import Image, ImageOps
 import onnxruntime as ort
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from fastcore.basics import patch
 from fastcore.script import call_parse, Param
@@ -18,9 +20,9 @@ from fastcore.script import call_parse, Param
 # %% auto #0
 __all__ = ['ACCEPTED', 'MAX_BYTES', 'MAX_PIXELS', 'PHOTO_KINDS', 'DEFAULT_REVIEW_THRESHOLD', 'IMAGE_SUFFIXES', 'Settings',
            'ServingError', 'EmptyImage', 'NotAnImage', 'UnsupportedFormat', 'CorruptImage', 'TooManyPixels', 'TooLarge',
-           'sniff_format', 'too_large', 'load_image', 'fashion_mnist_view', 'photo_view', 'prepare', 'catalogue_photo',
-           'ModelError', 'ModelInfo', 'as_batch', 'Engine', 'choose_review_threshold', 'error_dict', 'find_images',
-           'predict_files', 'predict_main']
+           'NoItem', 'sniff_format', 'too_large', 'load_image', 'fashion_mnist_view', 'photo_view', 'prepare',
+           'catalogue_photo', 'ModelError', 'ModelInfo', 'as_batch', 'Engine', 'choose_review_threshold', 'error_dict',
+           'find_images', 'predict_files', 'predict_main']
 
 # %% ../nbs/05_serving.ipynb #3c0b99ce
 _ROOT = Path(__file__).resolve().parents[1] if '__file__' in globals() else Path.cwd().parent
@@ -29,13 +31,13 @@ class Settings(BaseSettings):
     "Serving settings, read from `FASHIONCAT_*` environment variables."
     model_config = SettingsConfigDict(env_prefix='FASHIONCAT_', extra='ignore', protected_namespaces=())
     model_path:str = 'models/fashioncat-int8.onnx'  # ONNX file; relative paths are tried from the cwd, then the repo root
-    top_k:int = 3  # classes returned per image
-    review_threshold:float|None = None  # confidence below it => needs_review; None: the model's metadata, else 0.6
-    max_bytes:int = 10 * 2**20  # largest accepted file
-    max_pixels:int = 40_000_000  # largest accepted width x height (decompression bombs)
-    max_batch:int = 64  # most images in one batch request
-    max_batch_bytes:int = 64 * 2**20  # largest batch request body
-    threads:int = 1  # ONNX Runtime intra-op threads per inference
+    top_k:int = Field(3, ge=1)  # classes returned per image
+    review_threshold:float|None = Field(None, ge=0, le=1)  # confidence below it => needs_review; None: the model's metadata, else 0.6
+    max_bytes:int = Field(10 * 2**20, ge=1)  # largest accepted file
+    max_pixels:int = Field(40_000_000, ge=1)  # largest accepted width x height (decompression bombs)
+    max_batch:int = Field(64, ge=1)  # most images in one batch request
+    max_batch_bytes:int = Field(64 * 2**20, ge=1)  # largest batch request body
+    threads:int = Field(1, ge=0)  # ONNX Runtime intra-op threads per inference (0: ONNX Runtime's default)
     api_keys:str = ''  # comma-separated keys; empty: /predict* needs none
     ui_enabled:bool = True  # mount the merchandisers' UI on /ui (the API keys do not cover it)
     data_dir:str = 'feedback'  # where the UI's corrections are stored (feedback.sqlite)
@@ -75,16 +77,20 @@ class TooManyPixels(ServingError):
 class TooLarge(ServingError):
     "More bytes than the limit."
     status, code = 413, 'too_large'
+class NoItem(ServingError):
+    "A blank image: one flat colour, nothing to categorise."
+    status, code = 422, 'no_item'
 
 # %% ../nbs/05_serving.ipynb #65b9dd39
 ACCEPTED = ('PNG', 'JPEG', 'WEBP', 'BMP', 'GIF', 'TIFF')
 MAX_BYTES, MAX_PIXELS = Settings.model_fields['max_bytes'].default, Settings.model_fields['max_pixels'].default
 
 _MAGIC = [(b'\x89PNG\r\n\x1a\n', 'PNG'), (b'\xff\xd8\xff', 'JPEG'), (b'GIF87a', 'GIF'), (b'GIF89a', 'GIF'),
-          (b'II*\x00', 'TIFF'), (b'MM\x00*', 'TIFF'), (b'BM', 'BMP')]
+          (b'II*\x00', 'TIFF'), (b'MM\x00*', 'TIFF')]
 _OTHER = [(b'%PDF', 'PDF'), (b'8BPS', 'PSD'), (b'\x00\x00\x01\x00', 'ICO'), (b'\xff\x4f\xff\x51', 'JPEG 2000'),
           (b'\x00\x00\x00\x0cjP  ', 'JPEG 2000'), (b'qoif', 'QOI'), (b'\xff\x0a', 'JPEG XL'),
           (b'\x00\x00\x00\x0cJXL ', 'JPEG XL'), (b'DDS ', 'DDS'), (b'P1', 'PBM'), (b'P4', 'PBM'), (b'P5', 'PGM'), (b'P6', 'PPM')]
+_BMP_DIB = (12, 16, 40, 52, 56, 64, 108, 124)  # the sizes of a BMP's second header: text that starts with "BM" is no BMP
 _ACCEPTED_TXT = 'PNG, JPEG, WebP, BMP, GIF or TIFF'
 
 def sniff_format(data:bytes)->str:
@@ -93,6 +99,7 @@ def sniff_format(data:bytes)->str:
     if data[:4] == b'RIFF' and data[8:12] == b'WEBP': return 'WEBP'
     for sig, fmt in _MAGIC:
         if data.startswith(sig): return fmt
+    if data[:2] == b'BM' and int.from_bytes(data[14:18], 'little') in _BMP_DIB: return 'BMP'
     if data[4:8] == b'ftyp' and data[8:12] in (b'heic', b'heix', b'mif1', b'msf1', b'avif', b'avis', b'hevc'):
         raise UnsupportedFormat(f'HEIC/AVIF images are not accepted; convert to {_ACCEPTED_TXT} (e.g. export as JPEG)')
     head = data[:512].lstrip().lower()
@@ -111,7 +118,19 @@ def too_large(n:int, max_bytes:int)->TooLarge:
     return TooLarge(f'the file is {n:,} bytes; the limit is {max_bytes:,} ({max_bytes/2**20:.0f} MiB). '
                     'Send a smaller file, e.g. resized to 1000 px on the longest side')
 
-def _decode(data:bytes, max_bytes:int, max_pixels:int, scale:int|None=0)->tuple[Image.Image, tuple[int, int], int]:
+_BIG_PIXELS = 4_000_000  # a decode this large holds 50-500 MB while it is worked on (a 40 MP RGBA PNG: ~470 MB) ...
+_BIG_AT_ONCE = threading.BoundedSemaphore(2)  # ... so at most two run at once in a process, whatever its thread pool
+
+def _hold_if_big(hold:ExitStack|None, pixels:int):
+    "Wait for a turn among big decodes (once per `hold`, released when it closes) if `pixels` is over `_BIG_PIXELS`."
+    if hold is None or pixels <= _BIG_PIXELS or getattr(hold, 'big', False): return
+    hold.enter_context(_BIG_AT_ONCE); hold.big = True
+
+def _plain(e:Exception)->str:
+    "Pillow's message without the memory address of our in-memory file."
+    return re.sub(r'<_io\.BytesIO object at 0x[0-9a-fA-F]+>', 'the data', str(e))
+
+def _decode(data:bytes, max_bytes:int, max_pixels:int, scale:int|None=0, hold:ExitStack|None=None)->tuple[Image.Image, tuple[int, int], int]:
     "The upright image, its upright full size and its scale: JPEGs at 1/`scale` in grayscale (0: full size in colour; None: `_scale`)."
     if data is None or len(data) == 0: raise EmptyImage('the upload is empty (0 bytes); send the image file itself')
     if len(data) > max_bytes: raise too_large(len(data), max_bytes)
@@ -129,12 +148,13 @@ def _decode(data:bytes, max_bytes:int, max_pixels:int, scale:int|None=0)->tuple[
             if fmt == 'JPEG' and scale != 0:  # DCT-domain downscale: libjpeg decodes straight to the smaller size
                 k = _scale((w, h)) if scale is None else scale
                 im.draft('L', (w // k, h // k))
+            _hold_if_big(hold, (w // k) * (h // k))
             im.load()  # the first frame of a GIF or TIFF
     except Image.DecompressionBombError as e:  # Pillow's own check, at twice Image.MAX_IMAGE_PIXELS
         raise TooManyPixels(f'too many pixels: {e} The limit here is {max_pixels:,}; send a smaller image') from e
     except ServingError: raise
     except _DECODE_ERRORS as e:
-        raise CorruptImage(f'the {fmt} data is truncated or corrupt ({e}); re-save or re-export the image and send it again') from e
+        raise CorruptImage(f'the {fmt} data is truncated or corrupt ({_plain(e)}); re-save or re-export the image and send it again') from e
     stored = im.size
     try: im = ImageOps.exif_transpose(im)
     except _DECODE_ERRORS: pass  # unreadable EXIF: keep the pixels as stored
@@ -180,14 +200,20 @@ def _scale(size:tuple[int, int], px:int=_FIRST_PX)->int:
     m = min(size) // px
     return next((s for s in (8, 4, 2) if m >= s), 1)
 
+_STRIP = 128  # rows of the reduced image made from one strip of the photo
+
 def _reduced(im:Image.Image, k:int)->Image.Image:
     "`im` reduced `k` times by box averaging (transparency premultiplied), in a mode `_gray` reads."
     if k == 1: return im
     if im.mode in ('L', 'RGB', 'I', 'F', 'CMYK'): return im.reduce(k)
     if im.mode.startswith('I;16'): return im.convert('I').reduce(k)
-    if im.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or 'transparency' in im.info:
-        return im.convert('RGBA').convert('RGBa').reduce(k).convert('RGBA')
-    return im.convert('RGB').reduce(k)
+    alpha = im.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or 'transparency' in im.info
+    conv = (lambda s: (s if s.mode == 'RGBA' else s.convert('RGBA')).convert('RGBa')) if alpha else (lambda s: s.convert('RGB'))
+    step = _STRIP * k  # converted a strip at a time: a full-size copy of a 40 MP photo would be 160 MB more
+    parts = [conv(im.crop((0, y, im.width, min(im.height, y + step)))).reduce(k) for y in range(0, im.height, step)]
+    out = Image.new(parts[0].mode, (parts[0].width, sum(p.height for p in parts)))
+    for i, p in enumerate(parts): out.paste(p, (0, i * _STRIP))
+    return out.convert('RGBA') if alpha else out
 
 def _foreground(im:Image.Image, bg:tuple[bool, float]|None=None)->tuple[np.ndarray, np.ndarray|None, tuple[bool, float]]:
     "Item light on black (float32), the alpha, and (negated?, background level): measured on the border unless given."
@@ -215,6 +241,7 @@ def _view(at, # at(k): the whole upright photo reduced `k` times (1, 2, 4, 8)
     "The recipe: background and trim on a reduced copy; the item again at a finer scale when it is small there."
     k = _scale(size)
     fg, alpha, bg = _foreground(at(k))
+    if fg.max() < 1: raise NoItem('the image is one flat colour, with no item on it; send a photo of the product')
     if fg.shape == (28, 28): return np.rint(fg).astype(np.uint8)  # a dataset image: already framed
     box = _item_box(fg, alpha)
     if box is not None and k > 1 and max(box[1] - box[0], box[3] - box[2]) < _ITEM_PX:
@@ -234,9 +261,10 @@ def fashion_mnist_view(im:Image.Image, # an upright image (see `load_image`), an
 def photo_view(data:bytes, # an encoded image
                max_bytes:int=MAX_BYTES, max_pixels:int=MAX_PIXELS)->tuple[np.ndarray, tuple[int, int]]:
     "`fashion_mnist_view` of an encoded image, and its upright (width, height); a JPEG is decoded only as finely as needed."
-    im, size, k = _decode(data, max_bytes, max_pixels, scale=None)
-    if k == 1: return fashion_mnist_view(im), size
-    return _view(lambda s: im if s == k else _decode(data, max_bytes, max_pixels, scale=s)[0], size), size
+    with ExitStack() as hold:  # a big decode holds one of `_BIG_AT_ONCE`'s turns until the view is made
+        im, size, k = _decode(data, max_bytes, max_pixels, scale=None, hold=hold)
+        if k == 1: return fashion_mnist_view(im), size
+        return _view(lambda s: im if s == k else _decode(data, max_bytes, max_pixels, scale=s, hold=hold)[0], size), size
 
 # %% ../nbs/05_serving.ipynb #631bcee7
 def prepare(src:bytes|str|Path|Image.Image|np.ndarray, # an encoded image, a file, a decoded image or an array [H,W(,C)]
