@@ -29,6 +29,7 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS feedback (
     chosen_index INTEGER NOT NULL,
     model_version TEXT NOT NULL
 )"""
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")  # a cell starting so is a formula to Excel and LibreOffice
 CSV_COLUMNS = [
     "id",
     "created_at",
@@ -41,6 +42,11 @@ CSV_COLUMNS = [
     "model_version",
     "pixels",
 ]
+
+
+def _text_cell(s: str | None) -> str | None:
+    "A user-supplied text as a CSV cell that a spreadsheet shows as text, never runs as a formula (OWASP's advice)."
+    return "'" + s if s and s.startswith(_FORMULA) else s
 
 
 class FeedbackStore:
@@ -95,5 +101,6 @@ class FeedbackStore:
         with open(path, "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, CSV_COLUMNS)
             w.writeheader()
-            w.writerows(reversed(self.rows(pixels=True)))
+            for r in reversed(self.rows(pixels=True)):
+                w.writerow({**r, "filename": _text_cell(r["filename"])})
         return path

@@ -20,7 +20,11 @@ _GOOD_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 def route_label(scope: Scope, root_path: str = "") -> str:
     """The route template that served the request (`/predict`, `/ui/gradio_api/queue/join`, ...), never the raw path.
     Inside a mounted app (the UI) the mount's path is prefixed; unmatched paths share one label."""
-    path = getattr(scope.get("route"), "path", None)
+    route = scope.get("route")
+    if route is None and scope.get("endpoint") is not None:  # a plain Starlette route (/docs, /openapi.json): FastAPI
+        routes = getattr(scope.get("app"), "routes", ())  # names only its endpoint
+        route = next((r for r in routes if getattr(r, "endpoint", None) is scope["endpoint"]), None)
+    path = getattr(route, "path", None)
     if path is None:
         return "unmatched"
     return scope.get("root_path", "")[len(root_path) :] + path

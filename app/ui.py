@@ -13,9 +13,10 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 from fastapi import FastAPI
+from gradio.utils import get_upload_folder
 from starlette.routing import Mount
 
-from fashioncat.serving import Engine
+from fashioncat.serving import Engine, Settings, too_large
 
 from .feedback import FeedbackStore
 from .service import categorise as run_categorise
@@ -57,7 +58,14 @@ class UI:
         files = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in (files or [])]
         if not files:
             return [], "Загрузите одно или несколько фото товаров.", []
-        items = [(Path(f).name, Path(f).read_bytes()) for f in files]
+        s: Settings = self.app.state.settings
+        if len(files) > s.max_batch:
+            raise gr.Error(f"Слишком много фото за один раз: {len(files)}. Загрузите не больше {s.max_batch}.")
+        roots = [Path(get_upload_folder()).resolve(), EXAMPLES_DIR.resolve()]
+        for f in files:  # only what was uploaded (or an example): never another file of the server
+            if not any(Path(f).resolve().is_relative_to(root) for root in roots):
+                raise gr.Error(f"Файл {Path(f).name!r} не был загружен: загрузите фото через форму.")
+        items = [(Path(f).name, _read(Path(f), s.max_bytes)) for f in files]
         results = run_categorise(self.engine, self.app.state.metrics, items)
         shown, public = [], []
         for f, r in zip(files, results):
@@ -109,6 +117,12 @@ class UI:
         "Every correction as CSV; the path of the file."
         out = Path(self.app.state.settings.data_dir) / "exports" / f"feedback-{time.strftime('%Y%m%d-%H%M%S')}.csv"
         return str(self.store.to_csv(out))
+
+
+def _read(path: Path, max_bytes: int) -> bytes | Exception:
+    "The file's bytes, or the error for a file over `max_bytes` (not read)."
+    n = path.stat().st_size
+    return too_large(n, max_bytes) if n > max_bytes else path.read_bytes()
 
 
 def _review_md(r: dict, engine: Engine) -> str:
@@ -219,6 +233,7 @@ def gradio_app(app: FastAPI, path: str = "/ui"):
     Exactly what `gr.mount_gradio_app(app, ...)` would add to `app`, collected on a bare carrier app instead, so it can
     be built after `app` has started (`app.ui_mount.start_ui` serves it on `path` and enters the lifespan)."""
     ui = UI(app)
+    s: Settings = app.state.settings
     carrier = FastAPI()
     carrier.user_middleware = app.user_middleware  # gradio's CORS middleware defers to the real parent's, if any
     blocks = build_ui(ui)
@@ -227,10 +242,16 @@ def gradio_app(app: FastAPI, path: str = "/ui"):
         blocks,
         path=path,
         ssr_mode=False,
-        allowed_paths=[str(EXAMPLES_DIR)],
+        # the examples, and the CSV exports the "Скачать CSV" button hands out (wherever FASHIONCAT_DATA_DIR is)
+        allowed_paths=[str(EXAMPLES_DIR), str((Path(s.data_dir) / "exports").resolve())],
+        max_file_size=s.max_bytes,  # uploads over it are refused by gradio's /upload with 413
         footer_links=["api"],
         css=_CSS,
     )
+    # `launch()` sets this; mounting does not, and without it gradio skips its check that a function's input files
+    # were uploaded (processing_utils._check_allowed): any path a client names would be copied into the cache,
+    # categorised and served back. With it, inputs must be in the upload folder, outputs in `allowed_paths`.
+    blocks.has_launched = True
     calm_queue(blocks)
     ui.blocks = blocks
     sub = next(r.app for r in carrier.routes if isinstance(r, Mount) and r.path == path)

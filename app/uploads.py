@@ -18,7 +18,7 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from fashioncat.serving import Settings, too_large
+from fashioncat.serving import ServingError, Settings, too_large
 
 from .errors import RequestError
 
@@ -54,21 +54,32 @@ def _check_length(request: Request, limit: int) -> None:
         )
 
 
-def _b64(s, what: str) -> bytes:
+def _b64(s, what: str, max_bytes: int) -> bytes:
     if not isinstance(s, str):
         raise RequestError(f"{what} must be a base64 string")
     if s.startswith("data:") and "," in s:  # a data URL: data:image/png;base64,....
         s = s.split(",", 1)[1]
     try:
-        return base64.b64decode(s, validate=True)
+        data = base64.b64decode(s, validate=True)
     except (binascii.Error, ValueError) as e:
         raise RequestError(f"{what} is not valid base64 ({e})", 400, "bad_base64") from e
+    if len(data) > max_bytes:  # refused before decoding, as a multipart upload is
+        raise too_large(len(data), max_bytes)
+    return data
 
 
-async def _form(request: Request, stream: AsyncIterator[bytes], max_files: int):
+def _filename(name, what: str) -> str | None:
+    if name is not None and not isinstance(name, str):
+        raise RequestError(f"{what} must be a string (the image's file name), or left out; got {type(name).__name__}")
+    return name
+
+
+async def _form(request: Request, stream: AsyncIterator[bytes], max_files: int, too_many: RequestError):
     try:
         return await MultiPartParser(request.headers, stream, max_files=max_files, max_fields=max_files).parse()
     except MultiPartException as e:
+        if e.message.startswith(("Too many files", "Too many fields")):
+            raise too_many from e
         raise RequestError(f"malformed multipart body: {e.message}") from e
 
 
@@ -78,6 +89,8 @@ async def _json(request: Request, limit: int):
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RequestError(f"the body is not valid JSON ({e})") from e
+    except RecursionError as e:
+        raise RequestError("the JSON body is nested too deeply; send a flat object or list") from e
 
 
 async def _part_bytes(part, max_bytes: int) -> bytes:
@@ -119,6 +132,7 @@ def _media(request: Request) -> str:
 async def read_one(request: Request, s: Settings) -> tuple[str | None, bytes]:
     "The (filename, bytes) of the single image in a /predict request."
     how = _HOW.format(field="file", json_shape='{"image_base64": "..."}')
+    one = RequestError('/predict takes one image, in one "file" field; send several images to /predict/batch')
     media, limit = _media(request), s.max_bytes * 4 // 3 + _OVERHEAD
     _check_length(request, limit)
     if media == "multipart/form-data":
@@ -130,30 +144,35 @@ async def read_one(request: Request, s: Settings) -> tuple[str | None, bytes]:
                 if len(found[1]) > s.max_bytes:
                     raise too_large(len(found[1]), s.max_bytes)
                 return found
-            form = await _form(request, _body_stream(body), 4)
+            form = await _form(request, _body_stream(body), 4, one)
         else:
-            form = await _form(request, _limited(request, limit), 4)
-        part = form.get("file")
-        if part is None:
+            form = await _form(request, _limited(request, limit), 4, one)
+        parts = form.getlist("file")
+        if not parts:
             raise RequestError(f'no "file" field (got {sorted(form.keys())}); {how}')
-        return getattr(part, "filename", None), await _part_bytes(part, s.max_bytes)
+        if len(parts) > 1:
+            raise one
+        return getattr(parts[0], "filename", None), await _part_bytes(parts[0], s.max_bytes)
     if media == "application/json":
         obj = await _json(request, limit)
         if not isinstance(obj, dict) or "image_base64" not in obj:
             raise RequestError(f'no "image_base64" key in the JSON body; {how}')
-        return obj.get("filename"), _b64(obj["image_base64"], "image_base64")
+        return _filename(obj.get("filename"), '"filename"'), _b64(obj["image_base64"], "image_base64", s.max_bytes)
     raise RequestError(f"unsupported content type {media or 'none'!r}; {how}", 415, "unsupported_media_type")
 
 
 async def read_many(request: Request, s: Settings) -> list[tuple[str | None, bytes | Exception]]:
     "The (filename, bytes or error) of each image in a /predict/batch request; a bad item does not fail the rest."
     how = _HOW.format(field="files", json_shape='{"images": [{"image_base64": "...", "filename": "..."}, ...]}')
+    too_many = RequestError(
+        f"more than {s.max_batch} images in one batch; split it into several requests", 413, "too_many_images"
+    )
     media, limit = _media(request), s.max_batch_bytes
     _check_length(request, limit)
     items: list[tuple[str | None, bytes | Exception]] = []
     if media == "multipart/form-data":
-        form = await _form(request, _limited(request, limit), s.max_batch + 1)
-        parts = form.getlist("files") or form.getlist("file")
+        form = await _form(request, _limited(request, limit), s.max_batch + 1, too_many)
+        parts = [part for key, part in form.multi_items() if key in ("files", "file")]  # both, in the body's order
         if not parts and form:
             raise RequestError(f'no "files" fields (got {sorted(form.keys())}); {how}')
         for part in parts[: s.max_batch + 1]:
@@ -169,15 +188,14 @@ async def read_many(request: Request, s: Settings) -> list[tuple[str | None, byt
         for i, it in enumerate(images[: s.max_batch + 1]):
             name, data = (it.get("filename"), it.get("image_base64")) if isinstance(it, dict) else (None, it)
             try:
-                items.append((name, _b64(data, f"images[{i}].image_base64")))
-            except RequestError as e:
-                items.append((name, e))
+                name = _filename(name, f"images[{i}].filename")
+                items.append((name, _b64(data, f"images[{i}].image_base64", s.max_bytes)))
+            except ServingError as e:
+                items.append((name if isinstance(name, str) else None, e))
     else:
         raise RequestError(f"unsupported content type {media or 'none'!r}; {how}", 415, "unsupported_media_type")
     if not items:
         raise RequestError(f"the batch is empty; {how}")
     if len(items) > s.max_batch:
-        raise RequestError(
-            f"more than {s.max_batch} images in one batch; split it into several requests", 413, "too_many_images"
-        )
+        raise too_many
     return items

@@ -22,6 +22,7 @@ from app.main import create_app
 from fashioncat.serving import PHOTO_KINDS, Engine, Settings, catalogue_photo, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "app" / "examples").glob("*.png"))  # real test images, one per category
 
 
 def make_app(model_path, tmp_path, ui=False, **kw):
@@ -73,6 +74,9 @@ def test_health_ready_model(client, engine):
     assert client.get("/health").json() == {"status": "ok"}
     r = client.get("/ready")
     assert r.status_code == 200 and r.json() == {"ready": True, "model_version": engine.info.version, "ui": "disabled"}
+    for path in ("/health", "/ready"):  # load balancers' health checks often use HEAD
+        r = client.head(path)
+        assert (r.status_code, r.content) == (200, b""), path
     m = client.get("/model").json()
     assert m["version"] == engine.info.version and m["sha256"] == engine.info.sha256
     assert [c["category"] for c in m["categories"]][:2] == ["T-shirt/top", "Trouser"]
@@ -163,6 +167,8 @@ BAD = [
     ("corrupt_gif", b"GIF89a" + b"\x01" * 30, 422, "corrupt_image"),
     ("bomb_400mp", bomb(), 413, "too_many_pixels"),
     ("over_40mp", bomb(8_000, 6_000), 413, "too_many_pixels"),
+    ("blank_white", png(np.full((600, 400), 255, np.uint8)), 422, "no_item"),
+    ("bmp_lookalike_text", b"BMW owners manual, page 1", 415, "not_an_image"),
 ]
 
 
@@ -195,6 +201,47 @@ def test_oversized_chunked_upload_is_refused_while_streaming(client):
     assert r.status_code == 413 and r.json()["error"] == "too_large"
 
 
+def test_oversized_image_is_refused_before_decoding(model_path, tmp_path, monkeypatch):
+    "Over FASHIONCAT_MAX_BYTES, on every way in: 413 from the byte count, the image never opened."
+    import app.service
+    import app.uploads
+
+    def never(*a, **kw):
+        raise AssertionError("an oversized image was opened")
+
+    monkeypatch.setattr(app.service, "photo_view", never)
+    data = EXAMPLES[7].read_bytes()  # 5,533 bytes
+    b64 = base64.b64encode(data).decode()
+    with TestClient(make_app(model_path, tmp_path, max_bytes=1000)) as c:
+        for direct_max in (app.uploads._DIRECT_MAX, 0):  # read directly, then by the general multipart parser
+            monkeypatch.setattr(app.uploads, "_DIRECT_MAX", direct_max)
+            r = c.post("/predict", files={"file": ("a.png", data, "image/png")})
+            assert (r.status_code, r.json()["error"]) == (413, "too_large")
+            assert "the limit is 1,000" in r.json()["detail"]
+        r = c.post("/predict", json={"image_base64": b64})
+        assert (r.status_code, r.json()["error"]) == (413, "too_large")
+        for kw in ({"files": [("files", ("a.png", data, "image/png"))]}, {"json": {"images": [{"image_base64": b64}]}}):
+            (item,) = c.post("/predict/batch", **kw).json()["results"]
+            assert (item["error"], item["status"]) == ("too_large", 413)
+
+
+def test_batch_body_limit(model_path, tmp_path):
+    "FASHIONCAT_MAX_BATCH_BYTES bounds a /predict/batch body, declared (Content-Length) or streamed (chunked)."
+    import httpx
+
+    files = [("files", (p.name, p.read_bytes(), "image/png")) for p in EXAMPLES * 2]
+    assert sum(len(f[1][1]) for f in files) > 200_000
+    with TestClient(make_app(model_path, tmp_path, max_batch_bytes=200_000)) as c:
+        assert c.post("/predict/batch", files=files[:3]).json()["count"] == 3
+        r = c.post("/predict/batch", files=files)  # refused from its Content-Length, before it is read
+        assert (r.status_code, r.json()["error"]) == (413, "too_large") and "the limit is 200,000" in r.json()["detail"]
+        req = httpx.Request("POST", "http://x/predict/batch", files=files)
+        body = req.read()
+        chunks = (body[i : i + 65536] for i in range(0, len(body), 65536))  # no Content-Length
+        r = c.post("/predict/batch", content=chunks, headers={"content-type": req.headers["content-type"]})
+        assert (r.status_code, r.json()["error"]) == (413, "too_large") and "exceeds 200,000" in r.json()["detail"]
+
+
 @pytest.mark.parametrize(
     "kwargs,status,code",
     [
@@ -211,6 +258,37 @@ def test_malformed_requests(client, kwargs, status, code):
     r = client.post("/predict", **kwargs)
     assert r.status_code == status, r.text
     assert r.json()["error"] == code and r.json()["detail"]
+
+
+def test_json_filename_must_be_text_and_nesting_is_bounded(client):
+    "A non-string filename is the request's (or that item's) 400, not a 500; so is JSON nested 100,000 deep."
+    b64 = base64.b64encode(EXAMPLES[1].read_bytes()).decode()
+    r = client.post("/predict", json={"image_base64": b64, "filename": 5})
+    assert (r.status_code, r.json()["error"]) == (400, "bad_request")
+    assert '"filename" must be a string' in r.json()["detail"]
+    images = [{"image_base64": b64, "filename": ["a.png"]}, {"image_base64": b64, "filename": "b.png"}]
+    r = client.post("/predict/batch", json={"images": images})
+    assert r.status_code == 200 and r.json()["errors"] == 1
+    bad, ok = r.json()["results"]
+    assert ("filename" in bad, bad["error"], bad["status"]) == (False, "bad_request", 400)
+    assert "images[0].filename must be a string" in bad["detail"]
+    assert (ok["filename"], ok["category"]) == ("b.png", "Trouser")
+    deep = "[" * 100_000 + "]" * 100_000
+    for path in ("/predict", "/predict/batch"):
+        r = client.post(path, content=deep, headers={"content-type": "application/json"})
+        assert (r.status_code, r.json()["error"]) == (400, "bad_request") and "nested too deeply" in r.json()["detail"]
+
+
+def test_predict_takes_one_file(client):
+    "Two (or five) `file` parts to /predict are refused, not read as the last one; /predict/batch takes them."
+    files = [("file", (p.name, p.read_bytes(), "image/png")) for p in EXAMPLES[:5]]
+    for n in (2, 5):
+        r = client.post("/predict", files=files[:n])
+        assert (r.status_code, r.json()["error"]) == (400, "bad_request"), r.text
+        assert "/predict takes one image" in r.json()["detail"] and "/predict/batch" in r.json()["detail"]
+    mixed = [files[0], ("files", files[1][1]), files[2]]  # "file" and "files" parts alike, in order
+    body = client.post("/predict/batch", files=mixed).json()
+    assert [x["filename"] for x in body["results"]] == [p.name for p in EXAMPLES[:3]] and body["errors"] == 0
 
 
 # --- the direct paths for a small single-file upload ---
@@ -382,6 +460,11 @@ def test_batch_limits(model_path, tmp_path, photos):
         r = c.post("/predict/batch", files=files)
         assert r.status_code == 413 and r.json()["error"] == "too_many_images" and "more than 3" in r.json()["detail"]
         assert c.post("/predict/batch", files=files[:3]).json()["count"] == 3
+        many = files * 2  # past the multipart parser's own count (max_batch + 1), files or text fields
+        for kw in ({"files": many}, {"files": files[:1], "data": {f"note{i}": "x" for i in range(8)}}):
+            r = c.post("/predict/batch", **kw)
+            assert r.status_code == 413 and r.json()["error"] == "too_many_images", r.text
+            assert r.json()["detail"] == "more than 3 images in one batch; split it into several requests"
         r = c.post("/predict/batch", json={"images": []})
         assert r.status_code == 400 and "empty" in r.json()["detail"]
 
@@ -415,6 +498,9 @@ def test_predict_before_the_model_is_loaded_is_a_503(model_path, tmp_path, photo
     app = make_app(model_path, tmp_path)
     with TestClient(app) as c:
         app.state.engine = None  # as between the process start and the end of the lifespan's model load
+        r = c.get("/ready")
+        assert r.status_code == 503 and r.json() == {"ready": False, "ui": "disabled", "request_id": r.headers["x-request-id"]}  # fmt: skip
+        assert c.head("/ready").status_code == 503 and c.get("/health").status_code == 200
         r = c.post("/predict", files={"file": ("a.png", photos["png"][0], "image/png")})
         assert (r.status_code, r.json()["error"]) == (503, "not_ready")
         assert c.post("/predict/batch", files=[("files", ("a.png", photos["png"][0], "image/png"))]).status_code == 503
@@ -451,7 +537,7 @@ def test_server_error_answers_json_with_request_id(model_path, tmp_path, photos)
         assert metric(c.get("/metrics").text, "fashioncat_requests_total", route="/predict", status="500") >= 1
 
 
-def test_client_hanging_up_mid_upload_is_a_499_not_a_server_error(client, photos, caplog):
+def test_client_hanging_up_mid_upload_is_a_499_not_a_server_error(client, photos):
     "An upload cut off by the client (a timeout, a closed tab) is counted and logged as 499, with no traceback."
     import asyncio
 
@@ -472,9 +558,15 @@ def test_client_hanging_up_mid_upload_is_a_499_not_a_server_error(client, photos
         "headers": [(b"content-type", b"multipart/form-data; boundary=b"), (b"content-length", b"100000")],
         "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
     }  # fmt: skip
-    with caplog.at_level(logging.ERROR, logger="fashioncat"):
+    errors = []  # the app's error lines, caught on the "fashioncat" logger itself: it does not propagate to root
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = errors.append
+    logging.getLogger("fashioncat").addHandler(handler)
+    try:
         asyncio.run(app(scope, receive, send))
-    assert sent[0]["status"] == 499 and not caplog.records  # no "unhandled error" line
+    finally:
+        logging.getLogger("fashioncat").removeHandler(handler)
+    assert sent[0]["status"] == 499 and not [e.getMessage() for e in errors]  # no "unhandled error" line
     assert json.loads(sent[1]["body"])["error"] == "client_closed_request"
     assert metric(client.get("/metrics").text, "fashioncat_requests_total", route="/predict", status="499") == 1
 
@@ -524,17 +616,46 @@ def test_metrics(client, photos):
     assert delta("fashioncat_inference_latency_seconds_count") == 2
     assert delta("fashioncat_batch_size_bucket", le="2.0") == 1 and delta("fashioncat_batch_size_bucket", le="4.0") == 2
     assert delta("fashioncat_predictions_total", category=body["category"]) == 4
-    assert delta("fashioncat_confidence_count") == 4 and delta("fashioncat_confidence_bucket", le="0.95") in (0, 4)
+    assert delta("fashioncat_confidence_count") == 4
+    assert delta("fashioncat_confidence_sum") == pytest.approx(4 * body["confidence"])
+    assert delta("fashioncat_confidence_bucket", le="0.95") == (4 if body["confidence"] <= 0.95 else 0)
     assert delta("fashioncat_needs_review_total") == (4 if body["needs_review"] else 0)
     assert metric(a, "fashioncat_model_info", version=body["model_version"]) == 1
     assert metric(a, "process_resident_memory_bytes") > 1e6 and "process_cpu_seconds_total" in a
     assert "# TYPE fashioncat_feedback_total counter" in a
 
 
+def test_needs_review_is_counted(model_path, tmp_path):
+    "With a review threshold of 1, every answer needs review: the counter goes up by one per image."
+    with TestClient(make_app(model_path, tmp_path, review_threshold=1.0)) as c:
+        before = c.get("/metrics").text
+        one = c.post("/predict", files={"file": (EXAMPLES[1].name, EXAMPLES[1].read_bytes(), "image/png")}).json()
+        batch = c.post("/predict/batch", files=[("files", (p.name, p.read_bytes(), "image/png")) for p in EXAMPLES[:3]])
+        after = c.get("/metrics").text
+    assert [r["needs_review"] for r in [one, *batch.json()["results"]]] == [True] * 4
+    assert metric(after, "fashioncat_needs_review_total") - metric(before, "fashioncat_needs_review_total") == 4
+
+
+def test_review_threshold_setting(model_path, tmp_path, engine, monkeypatch):
+    "FASHIONCAT_REVIEW_THRESHOLD overrides the model's threshold: /model says so, and an answer under it needs review."
+    conf = {p: engine.predict_images([p])[0]["confidence"] for p in EXAMPLES}
+    photo = next((p for p, c in conf.items() if engine.review_threshold <= c < 0.999), None)
+    assert photo is not None, conf  # an example the model's own threshold passes, and 0.999 does not
+    monkeypatch.setenv("FASHIONCAT_REVIEW_THRESHOLD", "0.999")
+    with TestClient(make_app(model_path, tmp_path)) as c:
+        assert c.get("/model").json()["review_threshold_effective"] == 0.999
+        body = c.post("/predict", files={"file": (photo.name, photo.read_bytes(), "image/png")}).json()
+    assert body["confidence"] == pytest.approx(conf[photo]) and body["needs_review"] is True
+
+
 def test_routes_are_labelled_by_template(client):
     client.get("/no/such/path/123")
+    client.get("/docs")
+    client.get("/openapi.json")
     text = client.get("/metrics").text
     assert 'route="unmatched"' in text and "/no/such" not in text
+    for route in ("/docs", "/openapi.json"):  # FastAPI's own pages, by their path
+        assert metric(text, "fashioncat_requests_total", route=route, method="GET", status="200") >= 1
 
 
 # --- layering ---

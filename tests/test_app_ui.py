@@ -1,13 +1,16 @@
 """The merchandisers' UI through `gradio_client`, against a real uvicorn server on loopback (started and stopped here)."""
 
 import csv
+import json
 import os
+import re
 import socket
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -21,7 +24,7 @@ EXAMPLES = sorted((ROOT / "app" / "examples").glob("*.png"))
 
 
 def read_csv(path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", newline="") as f:  # as the csv module asks: a \r inside a cell stays one
         return list(csv.DictReader(f))
 
 
@@ -33,11 +36,13 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(model_path, tmp_path_factory):
-    "uvicorn app.main:app on 127.0.0.1:<free port>, with the test model and a fresh feedback directory."
-    data_dir = tmp_path_factory.mktemp("ui-data")
+    """uvicorn app.main:app on 127.0.0.1:<free port>, with the test model and a fresh feedback directory, outside both
+    the cwd and the server's temp directory (where gradio keeps uploads), as a mounted volume would be."""
+    data_dir, tmp = tmp_path_factory.mktemp("ui-data"), tmp_path_factory.mktemp("ui-tmp")
     port = free_port()
     env = {**os.environ, "FASHIONCAT_MODEL_PATH": str(model_path), "FASHIONCAT_DATA_DIR": str(data_dir)}
-    env |= {"GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
+    env |= {"GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp)}
+    env.pop("GRADIO_TEMP_DIR", None)
     cmd = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
     url = f"http://127.0.0.1:{port}"
     with open(data_dir / "server.log", "w") as log:
@@ -58,7 +63,7 @@ def server(model_path, tmp_path_factory):
         if proc.poll() is not None:
             pytest.fail("server exited: " + (data_dir / "server.log").read_text()[-3000:])
         assert r.json()["ui"] == "ready", (data_dir / "server.log").read_text()[-3000:]
-        yield {"url": url, "data_dir": data_dir, "log": data_dir / "server.log"}
+        yield {"url": url, "data_dir": data_dir, "log": data_dir / "server.log", "uploads": tmp / "gradio"}
     finally:
         proc.terminate()
         try:
@@ -121,7 +126,9 @@ def test_ui_categorise_and_correct(server, ui, photos):
 
     metrics = httpx.get(server["url"] + "/metrics").text
     assert f'fashioncat_feedback_total{{category="{names["category"]}"}} 2.0' in metrics
-    assert 'route="/ui/gradio_api/queue/join"' in metrics or 'route="/ui/' in metrics
+    labels = set(re.findall(r'route="([^"]*)"', metrics))  # the UI's routes by template: the CSV's download too
+    assert {"/ui/gradio_api/queue/join", "/ui/gradio_api/upload", "/ui/gradio_api/file={path_or_url:path}"} <= labels
+    assert not [x for x in labels if "file=/" in x or csv_path.rsplit("/", 1)[-1] in x], labels
 
 
 def test_ui_rejects_unknown_category_and_stale_ids(ui):
@@ -131,6 +138,117 @@ def test_ui_rejects_unknown_category_and_stale_ids(ui):
         ui.predict("whatever", "Kilt", api_name="/correct")
     with pytest.raises(AppError, match="устарел"):
         ui.predict("no-such-id", "Trouser", api_name="/correct")
+
+
+def call(http, name: str, data: list) -> tuple[str, object]:
+    "An API call as `curl` makes it (gradio's /call/<name>, then its event stream): the last event and its data."
+    r = http.post(f"/ui/gradio_api/call/{name}", json={"data": data})
+    assert r.status_code == 200, r.text
+    text = http.get(f"/ui/gradio_api/call/{name}/{r.json()['event_id']}").text
+    event, data = re.findall(r"^event: (\S+)\ndata: (.*)$", text, re.MULTILINE)[-1]
+    return event, json.loads(data)
+
+
+def queue_call(url: str, fn_index: int, data: list, session: str, **kw) -> dict:
+    "An event as the browser runs it: join gradio's queue, then read the session's stream to the completed message."
+    body = {"data": data, "fn_index": fn_index, "session_hash": session, "event_data": None, "trigger_id": None, **kw}
+    assert httpx.post(url + "/ui/gradio_api/queue/join", json=body, timeout=10).status_code == 200
+    with httpx.stream("GET", url + "/ui/gradio_api/queue/data", params={"session_hash": session}, timeout=30) as r:
+        for line in r.iter_lines():
+            msg = json.loads(line[5:]) if line.startswith("data:") else {}
+            if msg.get("msg") == "process_completed":
+                return msg
+    pytest.fail("the queue closed without completing the event")
+
+
+def file_data(path) -> list[dict]:
+    return [{"path": str(path), "meta": {"_type": "gradio.FileData"}}]
+
+
+def test_ui_refuses_files_it_was_not_sent(server):
+    "The function's files must be uploads: a server path named by a client is neither categorised nor copied out."
+    secret = server["data_dir"] / f"secret-{uuid.uuid4().hex[:8]}.png"
+    secret.write_bytes(EXAMPLES[1].read_bytes())  # an image on the server, outside the upload folder
+    with httpx.Client(base_url=server["url"], timeout=30) as http:
+        for path in (secret, ROOT / "docs" / "ui.png", EXAMPLES[1]):  # the examples too: the gallery sends copies
+            event, data = call(http, "categorise", [file_data(path)])
+            assert event == "error" and "not uploaded" in data["error"], (path, event, data)
+    assert not list(server["uploads"].rglob(secret.name))  # not copied into gradio's cache, so not served either
+
+
+def test_ui_gallery_click_categorises_the_example(server):
+    "A click on an example, as the browser runs it: `pick` puts (a cached copy of) it in the file box, then `categorise`."
+    config = httpx.get(server["url"] + "/ui/config").json()
+    pick = next(d for d in config["dependencies"] if d["api_name"] == "pick")
+    then = next(d for d in config["dependencies"] if d["trigger_after"] == pick["id"])
+    gallery = next(c for c in config["components"] if c["id"] == pick["targets"][0][0])
+    event = {"index": 1, "value": gallery["props"]["value"][1], "selected": True}  # what the browser sends
+    session = uuid.uuid4().hex
+    picked = queue_call(server["url"], pick["id"], [], session, trigger_id=gallery["id"], event_data=event)
+    assert picked["success"], picked
+    (files,) = picked["output"]["data"]
+    assert [Path(f["path"]).name for f in files] == [EXAMPLES[1].name]
+    assert Path(files[0]["path"]).is_relative_to(server["uploads"])  # a copy in the upload folder
+    done = queue_call(server["url"], then["id"], [files], session)
+    assert done["success"], done
+    show = next(d for d in config["dependencies"] if then["outputs"][0] in d["inputs"])  # the results, drawn
+    drawn = queue_call(server["url"], show["id"], [None], session)["output"]["render_config"]["components"]
+    photo = next(c for c in drawn if c["type"] == "image" and c["props"]["label"] == EXAMPLES[1].name)
+    assert httpx.get(photo["props"]["value"]["url"]).content == EXAMPLES[1].read_bytes()
+    assert {"label", "radio"} <= {c["type"] for c in drawn}  # the top 3 and the one-click correction
+    summary, results = done["output"]["data"][1:]
+    assert summary.startswith("Обработано фото: 1.") and [r["filename"] for r in results] == [EXAMPLES[1].name]
+    api = httpx.post(server["url"] + "/predict", files={"file": (EXAMPLES[1].name, EXAMPLES[1].read_bytes())}).json()
+    assert (results[0]["category"], results[0]["confidence"]) == (api["category"], api["confidence"])
+
+
+def test_ui_upload_limits(model_path, tmp_path, monkeypatch):
+    "Uploads over FASHIONCAT_MAX_BYTES are refused by gradio (413) or, if already there, per item; over MAX_BATCH: all."
+    from fastapi.testclient import TestClient
+    from gradio.utils import get_upload_folder
+
+    from app.main import create_app
+    from fashioncat.serving import Settings
+
+    small, big = EXAMPLES[1], EXAMPLES[0]  # 9,367 and 42,326 bytes
+    assert small.stat().st_size < 20_000 < big.stat().st_size
+    s = Settings(model_path=str(model_path), data_dir=str(tmp_path), max_bytes=20_000, max_batch=2)
+    with TestClient(create_app(s, ui=True)) as c:
+        assert wait_ui(c)["ui"] == "ready"
+        r = c.post("/ui/gradio_api/upload", files=[("files", (big.name, big.read_bytes(), "image/png"))])
+        assert r.status_code == 413 and "20000 bytes" in r.text
+        r = c.post("/ui/gradio_api/upload", files=[("files", (small.name, small.read_bytes(), "image/png"))] * 3)
+        uploaded = r.json()
+        assert r.status_code == 200 and len(uploaded) == 3
+        event, data = call(c, "categorise", [[file_data(u)[0] for u in uploaded]])
+        assert event == "error" and data["error"] == "Слишком много фото за один раз: 3. Загрузите не больше 2."
+        event, data = call(c, "categorise", [[file_data(u)[0] for u in uploaded[:2]]])
+        assert event == "complete" and data[1].startswith("Обработано фото: 2.")
+
+        there = Path(get_upload_folder()) / uuid.uuid4().hex / big.name  # in the upload folder by another way
+        there.parent.mkdir(parents=True)
+        read = Path.read_bytes
+
+        def read_bytes(path: Path) -> bytes:
+            assert path != there, "an oversized file was read"
+            return read(path)
+
+        try:
+            there.write_bytes(big.read_bytes())
+            monkeypatch.setattr(Path, "read_bytes", read_bytes)
+            event, data = call(c, "categorise", [file_data(there)])
+            assert event == "complete" and data[1].endswith("Ошибок: 1.")
+            assert (data[2][0]["error"], data[2][0]["status"]) == ("too_large", 413)
+            assert "42,326 bytes; the limit is 20,000" in data[2][0]["detail"]
+        finally:
+            monkeypatch.undo()
+            there.unlink()
+            there.parent.rmdir()
+
+        import gradio as gr  # called directly, past gradio's own check: a file outside the upload folder is refused
+
+        with pytest.raises(gr.Error, match="не был загружен"):
+            c.app.state.ui.categorise([str(tmp_path / "feedback.sqlite")])
 
 
 def test_server_logs_are_json_lines(server):
@@ -241,3 +359,16 @@ def test_feedback_store_roundtrip(tmp_path):
     rows = read_csv(store.to_csv(tmp_path / "out.csv"))
     assert [r["chosen"] for r in rows] == ["Coat", "Dress"]
     assert np.array_equal(np.array(rows[0]["pixels"].split(), dtype=np.uint8).reshape(28, 28), view)
+
+
+def test_feedback_csv_defuses_formulas(tmp_path):
+    "A file name a spreadsheet would run as a formula is exported with a leading quote; the store keeps it as sent."
+    store = FeedbackStore(tmp_path / "feedback.sqlite")
+    names = ['=HYPERLINK("http://x","a").png', "+1.png", "-2.png", "@SUM(A1).png", "\tx.png", "\rx.png", "a=b-c.png"]
+    view = np.zeros((28, 28), np.uint8)
+    for name in [*names, None]:
+        store.add(image=b"img", view=view, filename=name, predicted="Bag", confidence=0.5, chosen="Bag", chosen_index=8,
+                  model_version="v1")  # fmt: skip
+    got = [r["filename"] for r in read_csv(store.to_csv(tmp_path / "out.csv"))]
+    assert got == ["'" + n for n in names[:-1]] + ["a=b-c.png", ""]
+    assert [r["filename"] for r in store.rows()][::-1] == [*names, None]

@@ -8,11 +8,13 @@ from ..ui_mount import ui_status
 router = APIRouter(tags=["system"])
 
 
+@router.head("/health", include_in_schema=False)  # load balancers' health checks often use HEAD
 @router.get("/health", summary="The process is alive")
 async def health():
     return {"status": "ok"}
 
 
+@router.head("/ready", include_in_schema=False)
 @router.get("/ready", summary="The model is loaded and warmed up", responses={503: {"description": "not ready yet"}})
 async def ready(request: Request):
     "200 once the model is loaded and warmed; `ui` is the UI's state: loading, ready, disabled or failed."
