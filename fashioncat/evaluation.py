@@ -535,9 +535,14 @@ def main(model:Param("model folder (config.json + model.safetensors) or .onnx fi
 # %% ../nbs/03_evaluation.ipynb #82fb4d21
 def compare_metrics(m:dict, # figures measured now (`classification_metrics`)
                     ref:dict, # the committed report
-                    tol:float=0.001)->list[str]:
-    "One line per figure that differs from the committed report by more than `tol`."
+                    tol:float=0.001,
+                    loss_tol:float=0.005, # for the log loss, which moves with the confidences (a changed temperature)
+                   )->list[str]:
+    "One line per figure that differs from the committed report by more than `tol` (`loss_tol` for the log loss)."
     out = [f"{k}: {m[k]:.4f} now, {ref[k]:.4f} in the committed report (tolerance {tol})" for k in ('accuracy', 'macro_f1') if abs(m[k] - ref[k]) > tol]
+    if 'log_loss' in ref and abs(m['log_loss'] - ref['log_loss']) > loss_tol:
+        out.append(f"log_loss: {m['log_loss']:.4f} now, {ref['log_loss']:.4f} in the committed report (tolerance {loss_tol}): "
+                   "the confidences changed (the temperature?), though the answers may not have")
     if m['n'] != ref.get('n'): out.append(f"test set: {m['n']} images now, {ref.get('n')} in the committed report")
     for c, d in ref['per_class'].items():
         if c not in m['per_class']: out.append(f"{c}: in the committed report but not a class of the model"); continue
@@ -578,7 +583,11 @@ def gate(model:str|Path='models/fashioncat-int8.onnx', # the shipped model
     x, y = load_split('test', data); p = Predictor(model, threads=threads)
     m = classification_metrics(p(x)[1], y, p.classes)
     fails, waived = apply_waivers(floor_gaps(m, floors), waivers or [])
-    return m, compare_metrics(m, ref, tol) + fails, waived
+    rm, which = ref.get('model') or {}, []
+    if p.kind == rm.get('kind') == 'onnx' and rm.get('sha256') and rm['sha256'] != (sha := p.describe()['sha256']):
+        which = [f"model file: sha256 {sha[:12]} now, {rm['sha256'][:12]} in the committed report, so the report is not of "
+                 f"this file; evaluate it (fashioncat_evaluate --model {model}) and commit the report"]
+    return m, which + compare_metrics(m, ref, tol) + fails, waived
 
 @call_parse
 def gate_main(model:Param("the shipped model", str)='models/fashioncat-int8.onnx',
