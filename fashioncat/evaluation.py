@@ -14,7 +14,7 @@ except ImportError as e:
 from fastcore.script import call_parse, Param, store_true
 from .data import CLASS_NAMES, CLASS_NAMES_RU, load_split, split_train_valid, recipe_split, stratified_subset
 from .models import load_model, read_config, count_params, arch_name
-from .serving import Engine, choose_review_threshold, as_batch
+from .serving import Engine, ModelError, choose_review_threshold, as_batch
 
 # %% auto #0
 __all__ = ['ROBUSTNESS', 'FLOORS', 'softmax', 'top_k', 'to_labels', 'confusion_matrix', 'per_class', 'top_k_accuracy', 'log_loss',
@@ -507,7 +507,7 @@ def _resolve(p:str|Path)->Path:
 @call_parse
 def main(model:Param("model folder (config.json + model.safetensors) or .onnx file", str)=None,
          data:Param("Fashion-MNIST folder; default: searched as in fashioncat.data", str)=None,
-         out:Param("report folder; default: reports/<model name>", str)=None,
+         out:Param("report folder; default: reports/<file name> for an .onnx file, reports/<folder name>-pytorch for a folder", str)=None,
          calibrate:Param("first fit temperature and review threshold on the validation split and write them into the folder's config.json", store_true)=False,
          target_precision:Param("with --calibrate: precision wanted on the predictions accepted without review", float)=0.99,
          source:Param("for an .onnx file: the model folder it was exported from (recipe for the card); default: models/fashioncat for models/fashioncat-int8.onnx", str)=None,
@@ -516,7 +516,7 @@ def main(model:Param("model folder (config.json + model.safetensors) or .onnx fi
     "Evaluate a model folder or ONNX file on the test set; write metrics.json, plots and MODEL_CARD.md."
     if not model: sys.exit("fashioncat_evaluate: --model is required (a model folder or an .onnx file)")
     torch.set_num_threads(threads); mp = Path(model)
-    out = out or f"reports/{mp.stem if mp.suffix == '.onnx' else mp.name}"
+    out = out or f"reports/{mp.stem if mp.suffix == '.onnx' else mp.name + '-pytorch'}"  # never the shipped ONNX file's report
     args = [a for a in [('--data', data), ('--source', source), ('--n_robust', n_robust if n_robust != 2000 else None)] if a[1] is not None]
     cmd = ' '.join(['fashioncat_evaluate', '--model', str(model), '--out', str(out)] + [f'{k} {v}' for k, v in args])
     try:
@@ -527,7 +527,7 @@ def main(model:Param("model folder (config.json + model.safetensors) or .onnx fi
                   f"(ECE {c['calibration']['ece_before']:.4f} -> {c['calibration']['ece_after']:.4f}); review threshold {c['review_threshold']:.4f}: "
                   f"precision {_f(c['review_precision'])} on the accepted, {c['review_share']:.1%} flagged; written to {mp/'config.json'}")
         m = write_report(mp, out, data, n_robust, threads, source, cmd)
-    except (FileNotFoundError, ValueError) as e: sys.exit(f"fashioncat_evaluate: {e}")
+    except (OSError, ValueError, ModelError) as e: sys.exit(f"fashioncat_evaluate: {e}")
     print(f"{model}: accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f}, top-2 {m['top2_accuracy']:.4f}, log loss {m['log_loss']:.4f}, "
           f"ECE {m['calibration']['ece']:.4f}; spec floors: {'met' if not m['floor_failures'] else str(len(m['floor_failures'])) + ' missed'}")
     print(f"report: {Path(out)/'MODEL_CARD.md'} (+ metrics.json, confusion_matrix.png, reliability.png, errors.png" + (', robustness.png)' if n_robust else ')'))
@@ -598,13 +598,16 @@ def gate_main(model:Param("the shipped model", str)='models/fashioncat-int8.onnx
               threads:Param("CPU threads", int)=1):
     "Quality gate: the shipped model on the test set against its committed report and the spec's floors."
     mp, rp = _resolve(model), _resolve(report)
-    if not mp.exists():
+    if not mp.exists() and not rp.exists():
         print(f"fashioncat_gate: SKIPPED: {model} does not exist yet (export the production model with fashioncat_export, "
               f"commit it with its report {report}; the gate then runs)"); return
-    if not rp.exists(): sys.exit(f"fashioncat_gate: FAIL: {report} not found; write and commit the report: fashioncat_evaluate --model {model} --out {Path(report).parent}")
+    if not mp.exists(): sys.exit(f"fashioncat_gate: FAIL: {model} not found, but its report {report} is: restore the model file, or pass --model")
+    if not rp.is_file(): sys.exit(f"fashioncat_gate: FAIL: {report} not found; write and commit the report: fashioncat_evaluate --model {model} --out {Path(report).parent}")
+    if waivers and not _resolve(waivers).is_file(): sys.exit(f"fashioncat_gate: FAIL: the waivers file {waivers} not found")
     torch.set_num_threads(threads)
     wp = _resolve(waivers) if waivers else rp.parent/'waivers.json'
-    m, fails, waived = gate(mp, rp, data, tol, threads=threads, waivers=load_waivers(wp))
+    try: m, fails, waived = gate(mp, rp, data, tol, threads=threads, waivers=load_waivers(wp))
+    except (OSError, ValueError, KeyError, ModelError) as e: sys.exit(f"fashioncat_gate: FAIL: {type(e).__name__}: {e}")
     pc = m['per_class']; lp, lr = min(pc, key=lambda c: pc[c]['precision']), min(pc, key=lambda c: pc[c]['recall'])
     print(f"fashioncat_gate: {model} on {m['n']:,} test images: accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f}, "
           f"lowest precision {pc[lp]['precision']:.4f} ({lp}), lowest recall {pc[lr]['recall']:.4f} ({lr})")
