@@ -491,6 +491,12 @@ def _writer(out:str|None):
         else: f.write(json.dumps(row, ensure_ascii=False) + '\n')
     return f, write
 
+def _plain_settings(e:Exception)->str:
+    "A settings validation error in one line (`FASHIONCAT_TOP_K: Input should be greater than or equal to 1`), others as they are."
+    errs = getattr(e, 'errors', None)
+    if not callable(errs): return str(e)
+    return '; '.join(f"FASHIONCAT_{'_'.join(map(str, x['loc'])).upper()}: {x['msg']}" for x in errs())
+
 @call_parse
 def predict_main(paths:Param('image files or folders', str, nargs='+'),
                  out:str=None, # results file, .csv or .jsonl (default: CSV on stdout)
@@ -499,10 +505,15 @@ def predict_main(paths:Param('image files or folders', str, nargs='+'),
                  quiet:bool=False, # no progress bar
                 ):
     "Categorise product photos in files and folders."
-    s = Settings(**({'model_path': model} if model else {}))
+    if batch_size < 1: sys.exit(f'fashioncat_predict: --batch_size must be at least 1, not {batch_size}')
     files = find_images([paths] if isinstance(paths, str) else paths)
-    engine = Engine.from_settings(s); t0 = time.perf_counter(); n = bad = 0
-    f, write = _writer(out)
+    if not files: sys.exit(f"fashioncat_predict: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in {' '.join(map(str, paths))}")
+    try:
+        s = Settings(**({'model_path': model} if model else {}))
+        engine = Engine.from_settings(s)
+        f, write = _writer(out)
+    except (ValueError, ModelError, OSError) as e: sys.exit(f'fashioncat_predict: {_plain_settings(e)}')
+    t0 = time.perf_counter(); n = bad = 0
     try:
         for row in predict_files(engine, files, batch_size, progress=not quiet):
             write(row); n += 1
@@ -512,3 +523,4 @@ def predict_main(paths:Param('image files or folders', str, nargs='+'),
     dt = time.perf_counter() - t0
     print(f'{n} files in {dt:.2f} s: {n / dt if dt else 0:.1f} images/s; {n - bad} categorised, {bad} errors'
           + (f'; results in {out}' if out else ''), file=sys.stderr)
+    if bad == n: sys.exit(f'fashioncat_predict: none of the {n} files could be categorised')
