@@ -86,18 +86,25 @@ def candidate_paths(path:str|Path|None=None)->list[Path]:
     env = os.environ.get('FASHIONCAT_DATA')
     return [Path(p) for p in (path, env, 'data', DEBIAN_PATH) if p]
 
-def find_data(path:str|Path|None=None, # explicit folder (config or CLI); searched first
-              download:bool=False, # let torchvision download into `./data` when nothing is found
+def _download(root:Path)->Path:
+    import torchvision
+    for train in (True, False): torchvision.datasets.FashionMNIST(root, train=train, download=True)
+    return root
+
+def find_data(path:str|Path|None=None, # explicit folder (config or CLI): the only place looked at
+              download:bool=False, # let torchvision download (into `path`, else `./data`) when the data is not found
              )->Path:
-    "The first folder that holds the four Fashion-MNIST files."
+    "The folder that holds the four Fashion-MNIST files: `path` if given, else the first of `candidate_paths`."
+    if path is not None:
+        if _has_all(Path(path)): return Path(path)
+        if download: return _download(Path(path))
+        raise FileNotFoundError(f"{path}: Fashion-MNIST is not there (it needs {', '.join(s for i, l, _ in FILES.values() for s in (i, l))}, "
+                                ".gz or not, in the folder or its FashionMNIST/raw). Fix the path, or leave it out to search "
+                                f"{', '.join(map(str, candidate_paths()))}.")
     places = candidate_paths(path)
     for p in places:
         if _has_all(p): return p
-    if download:
-        import torchvision
-        torchvision.datasets.FashionMNIST('data', train=True, download=True)
-        torchvision.datasets.FashionMNIST('data', train=False, download=True)
-        return Path('data')
+    if download: return _download(Path('data'))
     raise FileNotFoundError("Fashion-MNIST not found. Looked in: " + ', '.join(str(p) for p in places) +
         ". Get it either way: `sudo apt-get install -y dataset-fashion-mnist` (Debian/Ubuntu, installs to "
         f"{DEBIAN_PATH}), or allow the download (`download=True`, or `data.download: true` in the config) to fetch it with torchvision into ./data.")
@@ -224,12 +231,13 @@ def train_valid_arrays(path:str|Path|None=None, download:bool=False, valid_pct:f
     return x[tr], y[tr], x[va], y[va]
 
 def recipe_split(recipe:dict, # the `recipe` in a model's config.json
-                 path:str|Path|None=None, # data folder; default: the recipe's, else searched
+                 path:str|Path|None=None, # data folder; default: the recipe's where it holds the data, else searched
                 )->tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     "The training and validation split a saved model was trained and selected on, rebuilt from its recipe."
     d, t = recipe.get('data') or {}, recipe.get('training') or {}
     if 'valid_pct' not in d or 'seed' not in t: raise ValueError("the recipe lacks data.valid_pct or training.seed; cannot rebuild the validation split")
-    return train_valid_arrays(path or d.get('path'), False, d['valid_pct'], d.get('subset'), t['seed'])
+    rp = d.get('path') if d.get('path') and _has_all(Path(d['path'])) else None  # recorded on the machine it trained on
+    return train_valid_arrays(path or rp, False, d['valid_pct'], d.get('subset'), t['seed'])
 
 def make_dls(cfg:DataConfig|None=None, # data settings
              seed:int=42, # split and shuffling seed
