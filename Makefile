@@ -11,10 +11,13 @@ PORT   ?= 8000
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
-data:  ## Debian's Fashion-MNIST package (/usr/share/datasets/fashion-mnist), when apt is there
-	@if [ -d /usr/share/datasets/fashion-mnist ]; then echo "data: /usr/share/datasets/fashion-mnist"; \
-	elif command -v apt-get >/dev/null; then (apt-get install -y -q dataset-fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)); \
-	else echo "data: no apt-get; set FASHIONCAT_DATA or let torchvision download (see README)"; fi
+data:  ## the data: FASHIONCAT_DATA, ./data or Debian's dataset-fashion-mnist (installed with apt-get when root or sudo allow)
+	@if [ -n "$$FASHIONCAT_DATA" ]; then echo "data: $$FASHIONCAT_DATA (FASHIONCAT_DATA)"; \
+	elif ls data/*ubyte* data/FashionMNIST/raw/*ubyte* >/dev/null 2>&1; then echo "data: ./data"; \
+	elif [ -d /usr/share/datasets/fashion-mnist ]; then echo "data: /usr/share/datasets/fashion-mnist"; \
+	elif command -v apt-get >/dev/null && { [ "$$(id -u)" = 0 ] && SUDO= || { sudo -n true 2>/dev/null && SUDO=sudo; }; }; then \
+	  ($$SUDO apt-get install -y -q dataset-fashion-mnist || ($$SUDO apt-get update -q && $$SUDO apt-get install -y -q dataset-fashion-mnist)); \
+	else echo "data: not found. Install it (sudo apt-get install -y dataset-fashion-mnist), point FASHIONCAT_DATA at the four IDX files, or let torchvision download it (README, Data)"; fi
 
 $(VENV)/.installed: settings.ini setup.py
 	$(PYTHON) -m venv $(VENV)
