@@ -4,11 +4,12 @@
 
 # %% ../nbs/02_training.ipynb #71c5ec4c
 from __future__ import annotations
-import copy, csv, dataclasses, itertools, json, logging, os, platform, random, subprocess, sys, time
+import copy, csv, dataclasses, itertools, json, logging, os, platform, random, subprocess, sys, time, warnings
 from dataclasses import dataclass, field, asdict, fields
 from functools import partial
 from pathlib import Path
 import numpy as np
+warnings.filterwarnings('ignore', '`torch.jit.script` is deprecated', FutureWarning)  # fastai's own layers (see fashioncat.data)
 try:
     import torch
     import torch.nn.functional as F
@@ -26,16 +27,16 @@ except ImportError as e:
     raise ImportError("fashioncat.training needs PyTorch and fastai: pip install -e '.[train]'") from e
 import yaml
 from fastcore.script import call_parse, Param, store_true
-from .data import AugConfig, ArrayDL, BatchAug, DataConfig, make_dls
+from .data import AugConfig, ArrayDL, BatchAug, DataConfig, find_data, make_dls
 from .models import FashionNet, create_model, save_model, load_model, count_params
 
 # %% auto #0
-__all__ = ['REQUIRED', 'OPTIMIZERS', 'CUDA_OPTIMIZERS', 'CHECKPOINT', 'RESUMABLE', 'SWEEP_FIELDS', 'ConfigError', 'ModelConfig',
-           'TrainingConfig', 'LoggingConfig', 'Config', 'parse_config', 'load_config', 'TorchAdam', 'pick_device',
-           'git_commit', 'hardware', 'cpu_has_bf16', 'CPUBf16', 'LogEpochs', 'SaveBest', 'recipe_diff', 'rng_state',
-           'set_rng_state', 'Checkpoint', 'read_checkpoint', 'bn_recalibrate', 'SWA', 'setup_logging',
-           'model_from_config', 'Distill', 'build_learner', 'schedules', 'fit', 'MetricsCSV', 'train', 'main',
-           'sweep_runs', 'run_sweep', 'sweep_main']
+__all__ = ['REQUIRED', 'OPTIMIZERS', 'CUDA_OPTIMIZERS', 'CHECKPOINT', 'RESUMABLE', 'SWEEP_KEYS', 'SWEEP_OUT', 'SWEEP_FIELDS',
+           'ConfigError', 'ModelConfig', 'TrainingConfig', 'LoggingConfig', 'Config', 'parse_config', 'load_config',
+           'TorchAdam', 'pick_device', 'git_commit', 'hardware', 'cpu_has_bf16', 'CPUBf16', 'LogEpochs', 'SaveBest',
+           'recipe_diff', 'rng_state', 'set_rng_state', 'Checkpoint', 'read_checkpoint', 'bn_recalibrate', 'SWA',
+           'setup_logging', 'model_from_config', 'Distill', 'build_learner', 'schedules', 'fit', 'MetricsCSV', 'train',
+           'setup_run', 'main', 'sweep_runs', 'check_sweep', 'load_sweep', 'run_sweep', 'sweep_main']
 
 # %% ../nbs/02_training.ipynb #2e0eb77b
 class ConfigError(ValueError):
@@ -97,6 +98,7 @@ def _build(cls, d, where):
     kw = {}
     for k, v in d.items():
         t = known[k].type
+        if v is None and 'None' not in str(t) and k != 'augment': raise ConfigError(f"{where}.{k}: must not be null")
         if dataclasses.is_dataclass(cls) and k == 'augment' and cls is DataConfig: kw[k] = _build(AugConfig, v or {}, f'{where}.{k}'); continue
         base = {'float': float, 'int': int, 'bool': bool, 'str': str}.get(str(t).split('|')[0].strip())
         if v is not None and base is bool and not isinstance(v, bool): raise ConfigError(f"{where}.{k}: expected true/false, got {v!r}")
@@ -105,10 +107,15 @@ def _build(cls, d, where):
         kw[k] = float(v) if base is float and v is not None else v
     return cls(**kw)
 
+def _whole_list(v, where:str):
+    ok = isinstance(v, list) and v and all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in v)
+    if v is not None and not ok: raise ConfigError(f"{where}: expected a list of positive whole numbers, such as [32, 64], got {v!r}")
+
 def parse_config(d:dict)->Config:
     "Validate a config mapping (as read from YAML) and fill in defaults."
     if not isinstance(d, dict): raise ConfigError("config: expected a mapping with sections data, model, training, logging")
     secs = {f.name: f.type for f in fields(Config)}
+    if 'base' in d: raise ConfigError("base: unknown section; this looks like a sweep config: run it with fashioncat_sweep")
     for s in d:
         if s not in secs: raise ConfigError(f"{s}: unknown section; allowed: {', '.join(secs)}")
     for s, keys in REQUIRED.items():
@@ -116,7 +123,22 @@ def parse_config(d:dict)->Config:
             if k not in (d.get(s) or {}): raise ConfigError(f"{s}.{k}: missing required key")
     cls = {'data': DataConfig, 'model': ModelConfig, 'training': TrainingConfig, 'logging': LoggingConfig}
     cfg = Config(**{s: _build(cls[s], d.get(s) or {}, s) for s in secs})
-    t = cfg.training
+    dc, m, t = cfg.data, cfg.model, cfg.training
+    if dc.batch_size < 1: raise ConfigError(f"data.batch_size: {dc.batch_size}; must be at least 1")
+    if dc.workers < 0: raise ConfigError(f"data.workers: {dc.workers}; must be 0 or more")
+    if not 0 < dc.valid_pct < 1: raise ConfigError(f"data.valid_pct: {dc.valid_pct}; must be between 0 and 1 (the share held out, such as 0.1)")
+    if dc.subset is not None and dc.subset < 1: raise ConfigError(f"data.subset: {dc.subset}; must be at least 1, or null for the whole training set")
+    for k in ('widths', 'depths'): _whole_list(getattr(m, k), f'model.{k}')
+    if m.arch == 'cnn' and m.depths is not None: raise ConfigError("model.depths: the cnn architecture has widths only; drop depths, or use arch resnet")
+    if m.widths is not None and m.depths is not None and len(m.widths) != len(m.depths):
+        raise ConfigError(f"model.depths: {len(m.depths)} stages but model.widths has {len(m.widths)}; give one depth per width")
+    if not 0 <= m.dropout < 1: raise ConfigError(f"model.dropout: {m.dropout}; must be at least 0 and below 1")
+    if m.num_classes != 10: raise ConfigError(f"model.num_classes: {m.num_classes}; Fashion-MNIST has 10 classes")
+    if not t.lr > 0: raise ConfigError(f"training.lr: {t.lr}; must be above 0")
+    if not t.weight_decay >= 0: raise ConfigError(f"training.weight_decay: {t.weight_decay}; must be 0 or more")
+    if not 0 <= t.label_smoothing < 1: raise ConfigError(f"training.label_smoothing: {t.label_smoothing}; must be at least 0 and below 1")
+    if t.seed < 0: raise ConfigError(f"training.seed: {t.seed}; must be 0 or more")
+    if t.threads is not None and t.threads < 1: raise ConfigError(f"training.threads: {t.threads}; must be at least 1, or null for torch's default")
     if t.optimizer not in OPTIMIZERS: raise ConfigError(f"training.optimizer: {t.optimizer!r}; choose one of {list(OPTIMIZERS)}")
     if t.scheduler not in ('one_cycle', 'flat_cos', 'constant'): raise ConfigError(f"training.scheduler: {t.scheduler!r}; choose one_cycle, flat_cos or constant")
     if t.device not in ('auto', 'cpu', 'cuda'): raise ConfigError(f"training.device: {t.device!r}; choose auto, cpu or cuda")
@@ -131,12 +153,19 @@ def parse_config(d:dict)->Config:
     if cfg.model.arch not in ARCHS: raise ConfigError(f"model.arch: {cfg.model.arch!r}; choose one of {list(ARCHS)}")
     return cfg
 
-def load_config(path:str|Path)->Config:
-    "Read and validate a YAML training config."
+def _read_yaml(path:str|Path):
     path = Path(path)
     if not path.exists(): raise ConfigError(f"{path}: config file not found")
-    try: d = yaml.safe_load(path.read_text(encoding='utf-8'))
-    except yaml.YAMLError as e: raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if path.is_dir(): raise ConfigError(f"{path}: is a folder, not a YAML config file")
+    try: return yaml.safe_load(path.read_text(encoding='utf-8'))
+    except yaml.YAMLError as e:  # one line: the problem and where, not PyYAML's multi-line report
+        mk = getattr(e, 'problem_mark', None)
+        raise ConfigError(f"{path}: not valid YAML: {getattr(e, 'problem', None) or ' '.join(str(e).split())}" + (f" (line {mk.line + 1}, column {mk.column + 1})" if mk else '')) from None
+    except (OSError, UnicodeDecodeError) as e: raise ConfigError(f"{path}: cannot read it: {e}") from None
+
+def load_config(path:str|Path)->Config:
+    "Read and validate a YAML training config."
+    d = _read_yaml(path)
     try: return parse_config(d)
     except ConfigError as e: raise ConfigError(f"{path}: {e}") from None
 
@@ -159,7 +188,7 @@ CUDA_OPTIMIZERS = {**OPTIMIZERS, 'adam': partial(TorchAdam, decouple_wd=False), 
 # %% ../nbs/02_training.ipynb #ace2a533
 def pick_device(device:str='auto')->str:
     "'cuda' when asked for or available (auto), else 'cpu'."
-    if device == 'cuda' and not torch.cuda.is_available(): raise RuntimeError("training.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+    if device == 'cuda' and not torch.cuda.is_available(): raise RuntimeError("training.device: 'cuda', but CUDA is not available on this machine; set training.device to auto or cpu")
     return 'cuda' if device == 'cuda' or (device == 'auto' and torch.cuda.is_available()) else 'cpu'
 
 def git_commit(path:str|Path='.')->str:
@@ -446,9 +475,7 @@ def train(cfg:Config, # a validated config (see `load_config`)
          )->dict:
     "Train from `cfg`; write best and final model folders, `training.log` and `metrics.csv`. Returns the final metrics."
     log_dir, models_dir = Path(cfg.logging.log_dir), Path(cfg.logging.models_dir)
-    log = setup_logging(log_dir, verbose)
-    if cfg.training.threads: torch.set_num_threads(cfg.training.threads)
-    device = pick_device(cfg.training.device)
+    log, device = setup_run(cfg, verbose)
     recipe = json.loads(json.dumps(asdict(cfg)))
     log.info('config ' + json.dumps(recipe, sort_keys=True))
     learn = build_learner(cfg, device)
@@ -483,6 +510,28 @@ def train(cfg:Config, # a validated config (see `load_config`)
     log.info(f'done in {secs:.0f}s: final valid_accuracy={acc:.4f}, best {best["metrics"]["valid_accuracy"]:.4f} (epoch {best["metrics"]["epoch"]})')
     return dict(metrics, seconds=secs, best_valid_accuracy=best['metrics']['valid_accuracy'], **({'swa_valid_accuracy': swa.metrics['valid_accuracy']} if swa is not None else {}))
 
+# %% ../nbs/02_training.ipynb #3a420e6a
+def _writable_dir(p:str|Path, key:str)->Path:
+    p = Path(p)
+    if p.exists() and not p.is_dir(): raise OSError(f"{key}: {p} is a file, not a folder")
+    try: p.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise OSError(f"{key}: cannot create {p}: {e.strerror or e}") from None
+    if not os.access(p, os.W_OK | os.X_OK): raise OSError(f"{key}: {p}: not writable")
+    return p
+
+def _preflight(cfg:Config)->str:
+    device = pick_device(cfg.training.device)  # RuntimeError: CUDA asked for, none here
+    if not cfg.data.download: find_data(cfg.data.path)  # FileNotFoundError, naming where it looked
+    return device
+
+def setup_run(cfg:Config, verbose:bool=False)->tuple[logging.Logger, str]:
+    "Check the device and the data, create the output folders and the log; return the log and the device."
+    device = _preflight(cfg)
+    for k in ('log_dir', 'models_dir'): _writable_dir(getattr(cfg.logging, k), f'logging.{k}')
+    log = setup_logging(cfg.logging.log_dir, verbose)
+    if cfg.training.threads: torch.set_num_threads(cfg.training.threads)
+    return log, device
+
 # %% ../nbs/02_training.ipynb #e0fc632d
 @call_parse
 def main(config:Param("YAML training config", str)='configs/config.yaml',
@@ -491,17 +540,24 @@ def main(config:Param("YAML training config", str)='configs/config.yaml',
          stop_after:Param("stop cleanly after this many epochs (carry on later with --resume)", int)=None,
          quiet:Param("no progress bars, only the log lines (for batch jobs)", store_true)=False):
     "Train a fashioncat model from a YAML config."
-    try: cfg = load_config(config)
+    if stop_after is not None and stop_after < 1: sys.exit(f"fashioncat_train: --stop_after {stop_after}; must be at least 1")
+    try: cfg = load_config(config); setup_run(cfg, verbose)
     except ConfigError as e: sys.exit(f"fashioncat_train: bad config: {e}")
+    except (OSError, RuntimeError) as e: sys.exit(f"fashioncat_train: {e}")  # the device, the data, the output folders
     try: r = train(cfg, verbose=verbose, progress=not quiet, resume=resume, stop_after=stop_after)
     except ConfigError as e: sys.exit(f"fashioncat_train: bad config: {e}")
     except KeyboardInterrupt: sys.exit(f"fashioncat_train: interrupted; the epochs it finished are in {Path(cfg.logging.models_dir)/CHECKPOINT}, carry on with --resume")
     print(json.dumps(r, indent=2))
 
 # %% ../nbs/02_training.ipynb #8cc8fce7
+SWEEP_KEYS, SWEEP_OUT = ('base', 'grid', 'architectures', 'out'), 'experiments/sweep.csv'
+
 def _set(d:dict, dotted:str, v):
     *path, last = dotted.split('.')
-    for p in path: d = d.setdefault(p, {})
+    for p in path:
+        if d.get(p) is None: d[p] = {}
+        if not isinstance(d[p], dict): raise ConfigError(f"{dotted}: {p} is {d[p]!r}, not a mapping")
+        d = d[p]
     d[last] = v
 
 def sweep_runs(sweep:dict)->list[tuple[str, dict]]:
@@ -513,6 +569,47 @@ def sweep_runs(sweep:dict)->list[tuple[str, dict]]:
         for k, v in zip(keys, vals): _set(d, k, v)
         runs.append(('grid ' + ' '.join(f'{k}={v}' for k, v in zip(keys, vals)), d))
     return runs
+
+def _arch_runs(sweep:dict, best:dict)->list[tuple[str, dict]]:
+    runs = []  # the base config with the grid's best lr, optimizer, batch_size and dropout
+    for a in sweep.get('architectures') or []:
+        d = json.loads(json.dumps(sweep['base']))
+        _set(d, 'training.lr', float(best['lr'])); _set(d, 'training.optimizer', best['optimizer']); _set(d, 'data.batch_size', int(best['batch_size']))
+        d['model'] = {**a, 'dropout': float(best['dropout'])}
+        runs.append(('arch ' + ' '.join(f'{k}={v}' for k, v in a.items()), d))
+    return runs
+
+def check_sweep(sweep:dict)->list[Config]:
+    "Validate a sweep config before anything runs: its keys, the grid, and every grid and architecture run's config."
+    if not isinstance(sweep, dict): raise ConfigError(f"sweep config: expected a mapping with keys {', '.join(SWEEP_KEYS)}")
+    if 'base' not in sweep:
+        hint = '; this looks like a training config: run it with fashioncat_train' if set(sweep) & {f.name for f in fields(Config)} else ''
+        raise ConfigError(f"base: missing required key (the training config every run starts from){hint}")
+    for k in sweep:
+        if k not in SWEEP_KEYS: raise ConfigError(f"{k}: unknown key; allowed: {', '.join(SWEEP_KEYS)}")
+    if not isinstance(sweep['base'], dict): raise ConfigError(f"base: expected a training config (data, model, training), got {sweep['base']!r}")
+    grid, archs = sweep.get('grid') or {}, sweep.get('architectures') or []
+    if not isinstance(grid, dict): raise ConfigError(f"grid: expected a mapping of dotted keys to lists, such as training.lr: [0.001, 0.01], got {grid!r}")
+    for k, v in grid.items():
+        if not isinstance(k, str) or '.' not in k: raise ConfigError(f"grid.{k}: expected a dotted key, such as training.lr")
+        if not isinstance(v, list) or not v: raise ConfigError(f"grid.{k}: expected a non-empty list of values, such as [0.001, 0.01], got {v!r}")
+    if not isinstance(archs, list) or not all(isinstance(a, dict) for a in archs):
+        raise ConfigError(f"architectures: expected a list of model sections, such as [{{arch: resnet, widths: [32, 64]}}], got {archs!r}")
+    if not isinstance(sweep.get('out') or SWEEP_OUT, str): raise ConfigError(f"out: expected the path of a CSV file, got {sweep['out']!r}")
+    def _parse(run_id, d):
+        try: return parse_config(d)
+        except ConfigError as e: raise ConfigError(f"{run_id}: {e}") from None
+    cfgs = [_parse(*r) for r in sweep_runs(sweep)]
+    c = cfgs[0]  # the architecture runs take the grid's best settings, any of the grid's: its first run's
+    best = {'lr': c.training.lr, 'optimizer': c.training.optimizer, 'batch_size': c.data.batch_size, 'dropout': c.model.dropout}
+    return cfgs + [_parse(*r) for r in _arch_runs(sweep, best)]
+
+def load_sweep(path:str|Path)->dict:
+    "Read and validate a YAML sweep config."
+    sweep = _read_yaml(path)
+    try: check_sweep(sweep)
+    except ConfigError as e: raise ConfigError(f"{path}: {e}") from None
+    return sweep
 
 SWEEP_FIELDS = ['run_id', 'arch', 'lr', 'batch_size', 'optimizer', 'dropout', 'params', 'valid_accuracy', 'valid_loss', 'seconds']
 
@@ -543,7 +640,8 @@ def run_sweep(sweep:dict, # the sweep config: base, grid, architectures, out
     "Run the grid and the architecture comparison, appending to the CSV and skipping runs already in it."
     import shutil, tempfile
     from fastprogress.fastprogress import progress_bar
-    csv_path = Path(sweep.get('out', 'experiments/sweep.csv')); csv_path.parent.mkdir(parents=True, exist_ok=True)
+    check_sweep(sweep)  # every run's config, the architecture runs' too, before the first run
+    csv_path = Path(sweep.get('out') or SWEEP_OUT); csv_path.parent.mkdir(parents=True, exist_ok=True)
     log = logging.getLogger('fashioncat')
     runs, n_new = sweep_runs(sweep), 0
     def go(items):
@@ -559,14 +657,7 @@ def run_sweep(sweep:dict, # the sweep config: base, grid, architectures, out
     done = _done(csv_path)
     grid_rows = [r for k, r in done.items() if k.startswith('grid ')]
     if grid_rows and sweep.get('architectures'):
-        best = max(grid_rows, key=lambda r: float(r['valid_accuracy']))
-        arch_runs = []
-        for a in sweep['architectures']:
-            d = json.loads(json.dumps(sweep['base']))
-            d['training'].update(lr=float(best['lr']), optimizer=best['optimizer']); d['data']['batch_size'] = int(best['batch_size'])
-            d['model'] = {**a, 'dropout': float(best['dropout'])}
-            arch_runs.append(('arch ' + ' '.join(f'{k}={v}' for k, v in a.items()), d))
-        go(arch_runs)
+        go(_arch_runs(sweep, max(grid_rows, key=lambda r: float(r['valid_accuracy']))))
     return list(_done(csv_path).values())
 
 @call_parse
@@ -575,12 +666,18 @@ def sweep_main(config:Param("YAML sweep config", str)='configs/sweep.yaml',
                subset:Param("training images per run (overrides the budget)", int)=None,
                epochs:Param("epochs per run (overrides the budget)", int)=None):
     "Run the hyper-parameter grid and the architecture comparison; resumable."
-    sweep = yaml.safe_load(Path(config).read_text(encoding='utf-8'))
-    if out: sweep['out'] = out
-    if subset: sweep['base'].setdefault('data', {})['subset'] = subset
-    if epochs: sweep['base'].setdefault('training', {})['epochs'] = epochs
-    try: [parse_config(d) for _, d in sweep_runs(sweep)]
+    try:
+        sweep = load_sweep(config)
+        if out is not None: sweep['out'] = out
+        for k, v in (('data.subset', subset), ('training.epochs', epochs)):
+            if v is not None: _set(sweep['base'], k, v)
+        cfgs = check_sweep(sweep)  # with the overrides
     except ConfigError as e: sys.exit(f"fashioncat_sweep: bad config: {e}")
-    setup_logging(Path(sweep['out']).parent, False)
+    csv_path = Path(sweep.get('out') or SWEEP_OUT)
+    try:
+        if csv_path.is_dir(): raise OSError(f"out: {csv_path} is a folder; give a CSV file, such as {SWEEP_OUT}")
+        for c in {(c.training.device, c.data.path, c.data.download): c for c in cfgs}.values(): _preflight(c)
+        setup_logging(_writable_dir(csv_path.parent, 'out'), False)
+    except (OSError, RuntimeError) as e: sys.exit(f"fashioncat_sweep: {e}")
     rows = run_sweep(sweep)
-    print(f"{len(rows)} runs in {sweep['out']}")
+    print(f"{len(rows)} runs in {csv_path}")
