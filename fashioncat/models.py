@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_models.ipynb #b68388b5
 from __future__ import annotations
-import json, time
+import json, sys, tempfile, time
 from pathlib import Path
 import numpy as np
 try:
@@ -13,14 +13,14 @@ try:
     from safetensors.torch import save_file, load_file
 except ImportError as e:
     raise ImportError("fashioncat.models needs PyTorch: pip install -e '.[train]'") from e
-from fastcore.script import call_parse, Param
+from fastcore.script import call_parse, Param, store_true
 from .data import CLASS_NAMES, CLASS_NAMES_RU, recipe_split
 from .serving import as_batch
 
 # %% auto #0
 __all__ = ['ARCHS', 'Normalize', 'BaselineCNN', 'BasicBlock', 'ResNetMini', 'resnet18_28', 'efficientnet_b0_28', 'Ensemble',
-           'FashionNet', 'create_model', 'arch_name', 'save_model', 'read_config', 'load_model', 'tta_gain', 'ensemble',
-           'ensemble_main', 'count_params', 'count_macs', 'cpu_throughput']
+           'FashionNet', 'create_model', 'arch_name', 'save_model', 'read_config', 'load_model', 'writable_folder',
+           'tta_gain', 'ensemble', 'ensemble_main', 'count_params', 'count_macs', 'cpu_throughput']
 
 # %% ../nbs/01_models.ipynb #1130f117
 class Normalize(nn.Module):
@@ -141,10 +141,21 @@ def read_config(folder:str|Path)->dict:
 
 def load_model(folder:str|Path, device:str='cpu')->FashionNet:
     "Load a model saved with `save_model`, in eval mode."
-    cfg = read_config(folder)
+    cfg, w = read_config(folder), Path(folder)/'model.safetensors'
+    if not w.exists(): raise FileNotFoundError(f"{folder}: no model.safetensors; the folder has a config.json but no weights")
     m = FashionNet(cfg['arch'], mean=cfg['mean'], std=cfg['std'], **cfg.get('arch_kwargs', {}))
-    m.load_state_dict(load_file(str(Path(folder)/'model.safetensors'), device=device))
+    m.load_state_dict(load_file(str(w), device=device))
     return m.to(device).eval()
+
+# %% ../nbs/01_models.ipynb #25cf88bd
+def writable_folder(folder:str|Path)->Path:
+    "`folder` as a `Path`, once it is sure that it is, or can be created as, a folder this process can write to; creates nothing."
+    folder = p = Path(folder)
+    while not p.exists() and p != p.parent: p = p.parent  # the nearest existing folder on the way
+    if not p.is_dir(): raise NotADirectoryError(f"{p} is not a folder" if p == folder else f"cannot create {folder}: {p} is not a folder")
+    try: tempfile.TemporaryFile(dir=p).close()
+    except OSError as e: raise PermissionError(f"cannot write to {folder}: no file can be created in {p} ({e.strerror})") from None
+    return folder
 
 # %% ../nbs/01_models.ipynb #d1bb7ea7
 def _logits_and_flipped(m:nn.Module, x:torch.Tensor)->tuple[torch.Tensor, torch.Tensor]:
@@ -163,21 +174,30 @@ def tta_gain(model:FashionNet|str|Path, # a model, or its folder
     return _gain(*_logits_and_flipped(m, torch.from_numpy(as_batch(xva))), yva)
 
 def ensemble(folders:list, # trained member folders (`save_model` format)
-             out:str|Path, # the ensemble's folder
+             out:str|Path, # the ensemble's folder: new or empty, unless `force`
              tta:bool|None=None, # test-time flip; None: on when it gains on validation
              data:str|Path|None=None, # Fashion-MNIST folder for the validation check; None: the recipe's, else searched
+             force:bool=False, # replace the model (config.json, model.safetensors) in a folder that already holds files
              **extra)->FashionNet:
     "Save the logit-average of the member models as one model folder."
+    if not folders: raise ValueError("an ensemble needs at least one member folder")
     cfgs = [read_config(f) for f in folders]
-    split = {(c['recipe']['data'].get('valid_pct'), c['recipe']['data'].get('subset'), c['recipe']['training'].get('seed')) for c in cfgs}
+    if bad := [str(f) for f, c in zip(folders, cfgs) if not isinstance(c.get('recipe'), dict)]:
+        raise ValueError(f"{', '.join(bad)}: no recipe in config.json; an ensemble's members are folders saved by fashioncat_train")
+    out = writable_folder(out)
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise FileExistsError(f"{out} already holds files; write the ensemble to a new folder, or replace the model in it with --force")
+    split = {((c['recipe'].get('data') or {}).get('valid_pct'), (c['recipe'].get('data') or {}).get('subset'),
+              (c['recipe'].get('training') or {}).get('seed')) for c in cfgs}
     if len(split) != 1: raise ValueError(f"members were trained on different validation splits {split}; an ensemble needs one split")
     keys = ('arch', 'arch_kwargs', 'mean', 'std')
     ens = FashionNet('ensemble', mean=0., std=1., members=[{k: c[k] for k in keys} for c in cfgs])
     for m, f in zip(ens.body.members, folders): m.load_state_dict(load_model(f).state_dict())
     members = [dict(folder=str(f), **{k: c.get(k) for k in ('recipe', 'commit', 'seed', 'training', 'metrics')}) for f, c in zip(folders, cfgs)]
     recipe = dict(cfgs[0]['recipe'], ensemble=members)
-    train = dict(hardware=cfgs[0]['training'].get('hardware'), device=cfgs[0]['training'].get('device'),
-                 epochs=[c['training'].get('epochs') for c in cfgs], seconds=round(sum(c['training'].get('seconds', 0) for c in cfgs), 1))
+    tr = [c.get('training') or {} for c in cfgs]
+    train = dict(hardware=tr[0].get('hardware'), device=tr[0].get('device'),
+                 epochs=[t.get('epochs') for t in tr], seconds=round(sum(t.get('seconds', 0) for t in tr), 1))
     xva, yva = recipe_split(cfgs[0]['recipe'], data)[2:]
     x = torch.from_numpy(as_batch(xva))
     zs = [_logits_and_flipped(m.eval(), x) for m in ens.body.members]  # each member runs once: the ensemble is their mean
@@ -192,11 +212,14 @@ def ensemble(folders:list, # trained member folders (`save_model` format)
 
 @call_parse
 def ensemble_main(members:Param("trained member folders", str, nargs='+'),
-                  out:Param("the ensemble's folder", str)='models/fashioncat',
+                  out:Param("the ensemble's folder (required): a new or empty one, or see --force", str)=None,
                   tta:Param("test-time flip: auto (on when it gains on validation), on or off", str, choices=['auto', 'on', 'off'])='auto',
-                  data:Param("Fashion-MNIST folder; default: the recipe's, else searched", str)=None):
+                  data:Param("Fashion-MNIST folder; default: the recipe's, else searched", str)=None,
+                  force:Param("replace the model (config.json, model.safetensors) in an --out folder that already holds files", store_true)=False):
     "Average trained models into one ensemble model folder, measured on the members' validation split."
-    ensemble(members, out, tta={'auto': None, 'on': True, 'off': False}[tta], data=data)
+    if not out: sys.exit("fashioncat_ensemble: --out is required: the folder to save the ensemble in, e.g. --out models/ensemble")
+    try: ensemble(members, out, tta={'auto': None, 'on': True, 'off': False}[tta], data=data, force=force)
+    except (OSError, ValueError) as e: sys.exit(f"fashioncat_ensemble: {e}")
     c = read_config(out); m = c['metrics']
     print(f"{out}: ensemble of {len(members)} members, {arch_name(c)}; validation accuracy {m['valid_accuracy']:.4f} "
           f"(members {', '.join(f'{a:.4f}' for a in m['members_valid_accuracy'])}), test-time flip {'on' if c['tta'] else 'off'} "

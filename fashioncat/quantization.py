@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_quantization.ipynb #6746cc3f
 from __future__ import annotations
-import contextlib, hashlib, io, json, os, platform, sys, tempfile, time, warnings
+import contextlib, hashlib, io, json, os, platform, shutil, sys, tempfile, time, warnings
 from collections import Counter
 from pathlib import Path
 import numpy as np
@@ -18,15 +18,16 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from fastcore.script import call_parse, Param, store_true
 from . import __version__
-from .data import CLASS_NAMES, CLASS_NAMES_RU, load_split, split_train_valid, stratified_subset, recipe_split
+from .data import CLASS_NAMES, CLASS_NAMES_RU, load_split, split_train_valid, recipe_split
 from .evaluation import FLOORS, classification_metrics
-from .models import FashionNet, load_model, read_config, count_params, arch_name, tta_gain
+from .models import FashionNet, load_model, read_config, count_params, arch_name, tta_gain, writable_folder
 from .serving import as_batch
 
 # %% auto #0
 __all__ = ['QUANT_OPS', 'MAX_DROP', 'MAX_BYTES', 'ServedModel', 'served_model', 'onnx_metadata', 'export_onnx', 'session',
            'run_onnx', 'parity', 'calibration_images', 'ImageReader', 'quantize_int8', 'optimized_ops', 'float_convs',
-           'evaluate_onnx', 'gate_failures', 'review_check', 'measure_latency', 'export_model', 'main']
+           'evaluate_onnx', 'gate_failures', 'review_check', 'measure_latency', 'ExportRejected', 'export_model',
+           'main']
 
 # %% ../nbs/04_quantization.ipynb #e51d8d51
 class ServedModel(nn.Module):
@@ -117,7 +118,7 @@ def parity(folder:str|Path, onnx_path:str|Path, x:np.ndarray, # test images
 def calibration_images(xtr:np.ndarray, ytr:np.ndarray, # the training split (see `recipe_split`)
                        n:int=512, seed:int=0)->np.ndarray:
     "A stratified, seeded sample of `n` training images as float32 `[n,1,28,28]`, for calibration."
-    if not 0 < n <= len(ytr) - 20: raise ValueError(f"n must be between 1 and {len(ytr) - 20}, got {n}")
+    if not 0 < n <= len(ytr) - 20: raise ValueError(f"calibration images: n must be between 1 and {len(ytr) - 20}, got {n}")
     idx = split_train_valid(ytr, (n + 20) / len(ytr), seed)[1]  # a few more than n (rounding per class), then n of them
     return as_batch(xtr[np.sort(np.random.default_rng(seed).permutation(idx)[:n])])
 
@@ -132,6 +133,11 @@ class ImageReader(CalibrationDataReader):
 
 QUANT_OPS = ['Conv', 'Add', 'Relu']  # quantised; the pooled head, the Gemm and the softmax stay in float
 
+def _check_quant(activations:str, method:str, n:int):
+    if activations not in ('QUInt8', 'QInt8'): raise ValueError(f"activations must be 'QUInt8' or 'QInt8', got {activations!r}")
+    if method not in ('Percentile', 'MinMax', 'Entropy'): raise ValueError(f"method must be 'Percentile', 'MinMax' or 'Entropy', got {method!r}")
+    if method != 'MinMax' and n % 64: raise ValueError(f"{method} calibration needs a multiple of 64 images, got {n}")
+
 def quantize_int8(fp32:str|Path, out:str|Path, calib:np.ndarray, # calibration images
                   activations:str='QUInt8', # QUInt8 (U8S8) or QInt8 (S8S8) activations; weights are always QInt8
                   per_channel:bool=True, # one weight scale per output channel
@@ -139,8 +145,7 @@ def quantize_int8(fp32:str|Path, out:str|Path, calib:np.ndarray, # calibration i
                  )->Path:
     "Static INT8 quantisation (QDQ) of an fp32 ONNX model; the metadata is kept and the quantisation recorded in it."
     fp32, out = Path(fp32), Path(out)
-    if activations not in ('QUInt8', 'QInt8'): raise ValueError(f"activations must be 'QUInt8' or 'QInt8', got {activations!r}")
-    if method != 'MinMax' and len(calib) % 64: raise ValueError(f"{method} calibration needs a multiple of 64 images, got {len(calib)}")
+    _check_quant(activations, method, len(calib))
     with tempfile.TemporaryDirectory() as d:
         pre = Path(d)/'pre.onnx'
         quant_pre_process(str(fp32), str(pre))
@@ -210,20 +215,13 @@ def measure_latency(path:str|Path, threads:int=1, n:int=500, # batch-1 calls tim
 # %% ../nbs/04_quantization.ipynb #c8f8cee0
 def _sha256(p:Path)->str: return hashlib.sha256(Path(p).read_bytes()).hexdigest()
 
-def export_model(folder:str|Path, # a trained model folder
-                 out:str|Path, # where fashioncat.onnx, fashioncat-int8.onnx and export_report.json go
-                 data:str|Path|None=None, # Fashion-MNIST folder; None searches the usual places
-                 activations:str='QUInt8', # QUInt8 (U8S8) or QInt8 (S8S8)
-                 calib_n:int=1024, method:str='Percentile', # calibration: images from the training split, and method
-                 latency:bool=True, # measure latency (a few seconds) for the report
-                 name:str='fashioncat', max_bytes:int=MAX_BYTES)->dict:
-    "Export, quantise, check and measure a model folder; write both ONNX files and the report; return the report."
-    folder, out = Path(folder), Path(out); out.mkdir(parents=True, exist_ok=True)
+def _export_to(folder:Path, out:Path, data, activations:str, calib_n:int, method:str, latency:bool, name:str, max_bytes:int)->dict:
+    "Export, quantise, check and measure a model folder; write both ONNX files and the report into `out`; return the report."
     cfg = read_config(folder)
     xtr, ytr, xva, yva = recipe_split(cfg['recipe'], data); xte, yte = load_split('test', data)
+    calib = calibration_images(xtr, ytr, calib_n)
     fp32, int8 = out/f'{name}.onnx', out/f'{name}-int8.onnx'
     export_onnx(folder, fp32)
-    calib = calibration_images(xtr, ytr, calib_n)
     quantize_int8(fp32, int8, calib, activations, method=method)
     sample = xte[np.random.default_rng(0).choice(len(xte), 1000, replace=False)]
     par, ops = parity(folder, fp32, sample), optimized_ops(int8)
@@ -264,10 +262,60 @@ def _cpu()->str:
     try: return next(l.split(':', 1)[1].strip() for l in Path('/proc/cpuinfo').read_text().splitlines() if l.startswith('model name'))
     except (OSError, StopIteration): return platform.processor() or platform.machine()
 
+# %% ../nbs/04_quantization.ipynb #9070f0cc
+class ExportRejected(Exception):
+    "An export that failed a check: the output folder was not touched; the rejected files are in `kept`."
+    def __init__(self, failures:list, out:Path, kept:Path, report:dict):
+        self.failures, self.out, self.kept, self.report = failures, out, kept, report
+        super().__init__(f"{len(failures)} check(s) failed, so {out} was left as it was (the rejected files are in {kept}): " + '; '.join(failures))
+
+def _publish(src:Path, out:Path, names:list):
+    "Copy the files `names` from `src` into `out` under temporary names, then rename each over its namesake."
+    out.mkdir(parents=True, exist_ok=True); new = [out/f'.{n}.new' for n in names]
+    try:
+        for n, t in zip(names, new): shutil.copyfile(src/n, t)
+    except OSError as e:
+        for t in new: t.unlink(missing_ok=True)
+        raise OSError(f"cannot write to {out} ({e.strerror}); the exported files are in {src}") from None
+    for n, t in zip(names, new): os.replace(t, out/n)
+
+def export_model(folder:str|Path, # a trained model folder
+                 out:str|Path, # where fashioncat.onnx, fashioncat-int8.onnx and export_report.json go, only if every check passed
+                 data:str|Path|None=None, # Fashion-MNIST folder; None searches the usual places
+                 activations:str='QUInt8', # QUInt8 (U8S8) or QInt8 (S8S8)
+                 calib_n:int=1024, method:str='Percentile', # calibration: images from the training split, and method
+                 latency:bool=True, # measure latency (a few seconds) for the report
+                 name:str='fashioncat', max_bytes:int=MAX_BYTES)->dict:
+    "Export, quantise, check and measure a model folder; put both ONNX files and the report into `out` when every check passed, else raise `ExportRejected`."
+    folder, out = Path(folder), writable_folder(out)
+    _check_quant(activations, method, calib_n)
+    if max_bytes <= 0: raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+    if 'recipe' not in read_config(folder): raise ValueError(f"{folder}: no recipe in config.json; the export rebuilds the model's training split from it")
+    load_model(folder)  # weights present and matching the config
+    stage = Path(tempfile.mkdtemp(prefix=f'{name}-export-'))
+    try: rep = _export_to(folder, stage, data, activations, calib_n, method, latency, name, max_bytes)
+    except BaseException: shutil.rmtree(stage, ignore_errors=True); raise
+    if rep['gates']['failures']: raise ExportRejected(rep['gates']['failures'], out, stage, rep)
+    _publish(stage, out, [rep['files']['fp32']['file'], rep['files']['int8']['file'], 'export_report.json'])
+    shutil.rmtree(stage)
+    return rep
+
 # %% ../nbs/04_quantization.ipynb #7e8a16a3
+def _summary(rep:dict, folder:Path):
+    t, f = rep['test'], rep['files']
+    print(f"{folder/f['fp32']['file']}: {f['fp32']['bytes']:,} bytes, test accuracy {t['fp32_accuracy']:.4f}")
+    print(f"{folder/f['int8']['file']}: {f['int8']['bytes']:,} bytes, test accuracy {t['int8_accuracy']:.4f} ({-t['drop_points']:+.2f} points vs fp32)")
+    if 'latency' in rep:
+        for k in ('fp32', 'int8'):
+            l = rep['latency'][k]; print(f"{k}: batch 1, 1 thread p50 {l['batch1_1thread']['p50_ms']:.3f} ms p95 {l['batch1_1thread']['p95_ms']:.3f} ms; "
+                                         f"batch 256, 2 threads {l['batch256_2threads']['images_per_s']:,.0f} images/s")
+    print(f"report: {folder/'export_report.json'}")
+
+_ROOT = Path(__file__).resolve().parents[1] if '__file__' in globals() else Path.cwd().parent
+
 @call_parse
 def main(model:Param("trained model folder (config.json + model.safetensors)", str)='models/fashioncat',
-         out:Param("output folder", str)='models',
+         out:Param("output folder; its three files are replaced only when every check passed", str)='models',
          data:Param("Fashion-MNIST folder (default: FASHIONCAT_DATA, ./data, Debian's package)", str)=None,
          activations:Param("int8 activation type: QUInt8 (U8S8) or QInt8 (S8S8)", str)='QUInt8',
          calib_n:Param("calibration images (from the model's training split)", int)=1024,
@@ -275,14 +323,10 @@ def main(model:Param("trained model folder (config.json + model.safetensors)", s
          no_latency:Param("skip the latency measurement", store_true)=False,
          max_bytes:Param("size budget of the int8 file", int)=MAX_BYTES):
     "Export a trained model to fp32 and int8 ONNX files with a report of sizes, accuracy and latency."
-    if not (Path(model)/'config.json').exists(): sys.exit(f"fashioncat_export: {model}: no config.json; is this a trained model folder?")
-    rep = export_model(model, out, data, activations, calib_n, method, latency=not no_latency, max_bytes=max_bytes)
-    t, f = rep['test'], rep['files']
-    print(f"{Path(out)/f['fp32']['file']}: {f['fp32']['bytes']:,} bytes, test accuracy {t['fp32_accuracy']:.4f}")
-    print(f"{Path(out)/f['int8']['file']}: {f['int8']['bytes']:,} bytes, test accuracy {t['int8_accuracy']:.4f} ({-t['drop_points']:+.2f} points vs fp32)")
-    if 'latency' in rep:
-        for k in ('fp32', 'int8'):
-            l = rep['latency'][k]; print(f"{k}: batch 1, 1 thread p50 {l['batch1_1thread']['p50_ms']:.3f} ms p95 {l['batch1_1thread']['p95_ms']:.3f} ms; "
-                                         f"batch 256, 2 threads {l['batch256_2threads']['images_per_s']:,.0f} images/s")
-    print(f"report: {Path(out)/'export_report.json'}")
-    if rep['gates']['failures']: sys.exit('fashioncat_export: gates failed:\n  ' + '\n  '.join(rep['gates']['failures']))
+    if Path(out).resolve() == (_ROOT/'models').resolve() and Path(model).resolve() != (_ROOT/'models'/'fashioncat').resolve():
+        sys.exit(f"fashioncat_export: {out} holds the files exported from models/fashioncat, which the service runs; "
+                 f"give the export of {model} its own --out (or copy the folder to models/fashioncat first, to ship it)")
+    try: rep = export_model(model, out, data, activations, calib_n, method, latency=not no_latency, max_bytes=max_bytes)
+    except ExportRejected as e: _summary(e.report, e.kept); sys.exit(f"fashioncat_export: {e}")
+    except (OSError, ValueError) as e: sys.exit(f"fashioncat_export: {e}")
+    _summary(rep, Path(out))
