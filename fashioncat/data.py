@@ -4,11 +4,12 @@
 
 # %% ../nbs/00_data.ipynb #26279e79
 from __future__ import annotations
-import gzip, os, struct, zlib
+import gzip, os, struct, warnings, zlib
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 from typing import NamedTuple
 import numpy as np
+warnings.filterwarnings('ignore', '`torch.jit.script` is deprecated', FutureWarning)  # fastai's own layers, on every import: nothing a user can act on
 try:
     import torch, torch.nn.functional as F
     from fastai.data.load import DataLoader
