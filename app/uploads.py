@@ -59,6 +59,8 @@ def _b64(s, what: str, max_bytes: int) -> bytes:
         raise RequestError(f"{what} must be a base64 string")
     if s.startswith("data:") and "," in s:  # a data URL: data:image/png;base64,....
         s = s.split(",", 1)[1]
+    if any(c in s for c in " \t\r\n"):  # `base64 photo.jpg` wraps its output at 76 characters
+        s = "".join(s.split())
     try:
         data = base64.b64decode(s, validate=True)
     except (binascii.Error, ValueError) as e:

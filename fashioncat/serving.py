@@ -150,8 +150,10 @@ def _decode(data:bytes, max_bytes:int, max_pixels:int, scale:int|None=0, hold:Ex
                 im.draft('L', (w // k, h // k))
             _hold_if_big(hold, (w // k) * (h // k))
             im.load()  # the first frame of a GIF or TIFF
-    except Image.DecompressionBombError as e:  # Pillow's own check, at twice Image.MAX_IMAGE_PIXELS
-        raise TooManyPixels(f'too many pixels: {e} The limit here is {max_pixels:,}; send a smaller image') from e
+    except Image.DecompressionBombError as e:  # Pillow's own check, at twice Image.MAX_IMAGE_PIXELS: its message has the size
+        n = re.search(r'\((\d+) pixels\)', str(e)); n = f'{int(n[1]):,}' if n else f'over {2 * Image.MAX_IMAGE_PIXELS:,}'
+        raise TooManyPixels(f"the image is {n} pixels; the limit is {max_pixels:,}. "
+                            'Send a smaller image, e.g. resized to 1000 px on the longest side') from e
     except ServingError: raise
     except _DECODE_ERRORS as e:
         raise CorruptImage(f'the {fmt} data is truncated or corrupt ({_plain(e)}); re-save or re-export the image and send it again') from e
