@@ -128,6 +128,14 @@ def parse_config(d:dict)->Config:
     if dc.workers < 0: raise ConfigError(f"data.workers: {dc.workers}; must be 0 or more")
     if not 0 < dc.valid_pct < 1: raise ConfigError(f"data.valid_pct: {dc.valid_pct}; must be between 0 and 1 (the share held out, such as 0.1)")
     if dc.subset is not None and dc.subset < 1: raise ConfigError(f"data.subset: {dc.subset}; must be at least 1, or null for the whole training set")
+    ag = dc.augment
+    for k in ('flip_p', 'erase_p'):
+        if not 0 <= getattr(ag, k) <= 1: raise ConfigError(f"data.augment.{k}: {getattr(ag, k)}; a probability, from 0 to 1")
+    for k in ('rotate', 'translate', 'scale', 'brightness', 'contrast'):
+        if getattr(ag, k) < 0: raise ConfigError(f"data.augment.{k}: {getattr(ag, k)}; must be 0 (off) or more")
+    ea = ag.erase_area
+    if not (isinstance(ea, (list, tuple)) and len(ea) == 2 and all(isinstance(v, (int, float)) for v in ea) and 0 < ea[0] <= ea[1] < 1):
+        raise ConfigError(f"data.augment.erase_area: {ea!r}; expected [smallest, largest] shares of the image, such as [0.02, 0.2]")
     for k in ('widths', 'depths'): _whole_list(getattr(m, k), f'model.{k}')
     if m.arch == 'cnn' and m.depths is not None: raise ConfigError("model.depths: the cnn architecture has widths only; drop depths, or use arch resnet")
     if m.widths is not None and m.depths is not None and len(m.widths) != len(m.depths):
