@@ -145,7 +145,7 @@ def test_alerts_use_contract_metrics_and_skip_probe_routes():
     for expr in alert_exprs():
         assert {base_name(n) for n in metric_names(expr)} <= CONTRACT | PROMETHEUS_BUILTIN, expr
         if "fashioncat_request" in expr:
-            assert 'route!~"/(health|ready|metrics)"' in expr, expr
+            assert 'route!~"/(health|ready|metrics)|/ui.*"' in expr, expr
 
 
 # --- compose, Grafana, Dockerfile, Kubernetes -------------------------------------------------------------------
@@ -281,9 +281,37 @@ def test_dockerignore_semantics():
 
 
 def test_k8s_manifests():
-    docs = {d["kind"]: d for f in sorted(K8S.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d}
-    assert set(docs) == {"Deployment", "Service", "HorizontalPodAutoscaler"}
-    dep, svc, hpa = docs["Deployment"], docs["Service"], docs["HorizontalPodAutoscaler"]
+    docs = {
+        (d["kind"], d["metadata"]["name"]): d
+        for f in sorted(K8S.glob("*.yaml"))
+        for d in yaml.safe_load_all(f.read_text())
+        if d
+    }
+    assert set(docs) == {
+        ("Deployment", "fashioncat"),
+        ("Service", "fashioncat"),
+        ("HorizontalPodAutoscaler", "fashioncat"),
+    } | {
+        ("Deployment", "fashioncat-ui"),
+        ("Service", "fashioncat-ui"),
+        ("PersistentVolumeClaim", "fashioncat-feedback"),
+    }
+    dep, svc, hpa = (
+        docs["Deployment", "fashioncat"],
+        docs["Service", "fashioncat"],
+        docs["HorizontalPodAutoscaler", "fashioncat"],
+    )
+    env = lambda c: {e["name"]: e.get("value") for e in c["env"]}
+    # the API pods without the UI; the UI in one pod that keeps its corrections on the claimed volume
+    assert env(dep["spec"]["template"]["spec"]["containers"][0])["FASHIONCAT_UI_ENABLED"] == "false"
+    ui = docs["Deployment", "fashioncat-ui"]["spec"]
+    (uc,) = ui["template"]["spec"]["containers"]
+    assert ui["replicas"] == 1 and ui["strategy"]["type"] == "Recreate" and "FASHIONCAT_UI_ENABLED" not in env(uc)
+    (mount,) = uc["volumeMounts"]
+    assert mount["mountPath"] == env(uc)["FASHIONCAT_DATA_DIR"]
+    (vol,) = ui["template"]["spec"]["volumes"]
+    assert vol["name"] == mount["name"] and vol["persistentVolumeClaim"]["claimName"] == "fashioncat-feedback"
+    assert docs["Service", "fashioncat-ui"]["spec"]["selector"].items() <= ui["template"]["metadata"]["labels"].items()
     pod_labels = dep["spec"]["template"]["metadata"]["labels"]
     assert dep["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     assert svc["spec"]["selector"].items() <= pod_labels.items()
@@ -307,9 +335,15 @@ def test_workflows():
     ci = load_yaml(ROOT / ".github" / "workflows" / "ci.yml")
     cd = load_yaml(ROOT / ".github" / "workflows" / "cd.yml")
     on_ci, on_cd = ci[True], cd[True]  # YAML 1.1 reads the key `on` as True
-    assert set(on_ci) == {"push", "pull_request"} and on_cd == {"push": {"tags": ["v*"]}}
+    assert set(on_ci) == {"push", "pull_request", "workflow_call"} and on_cd == {"push": {"tags": ["v*"]}}
+    assert (
+        cd["jobs"]["ci"]["uses"] == "./.github/workflows/ci.yml" and cd["jobs"]["image"]["needs"] == "ci"
+    )  # tested first
     jobs = ci["jobs"]
-    assert jobs["test"]["strategy"]["matrix"]["python"] == ["3.10", "3.11", "3.12"]
+    assert jobs["test"]["strategy"]["matrix"]["python"] == [
+        "3.11",
+        "3.12",
+    ]  # the pinned numpy, pandas, onnxruntime need 3.11
     runs = lambda job: "\n".join(s.get("run", "") for s in job["steps"])
     assert "dataset-fashion-mnist prometheus" in runs(jobs["test"]) and "make test" in runs(jobs["test"])
     assert "ruff check app/ tests/ bench/" in runs(jobs["lint"])
