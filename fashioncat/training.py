@@ -28,7 +28,7 @@ except ImportError as e:
 import yaml
 from fastcore.script import call_parse, Param, store_true
 from .data import AugConfig, ArrayDL, BatchAug, DataConfig, find_data, make_dls
-from .models import FashionNet, create_model, save_model, load_model, count_params
+from .models import FashionNet, create_model, save_model, load_model, count_params, writable_folder
 
 # %% auto #0
 __all__ = ['REQUIRED', 'OPTIMIZERS', 'CUDA_OPTIMIZERS', 'CHECKPOINT', 'RESUMABLE', 'SWEEP_KEYS', 'SWEEP_OUT', 'SWEEP_FIELDS',
@@ -522,9 +522,8 @@ def train(cfg:Config, # a validated config (see `load_config`)
 def _writable_dir(p:str|Path, key:str)->Path:
     p = Path(p)
     if p.exists() and not p.is_dir(): raise OSError(f"{key}: {p} is a file, not a folder")
-    try: p.mkdir(parents=True, exist_ok=True)
-    except OSError as e: raise OSError(f"{key}: cannot create {p}: {e.strerror or e}") from None
-    if not os.access(p, os.W_OK | os.X_OK): raise OSError(f"{key}: {p}: not writable")
+    try: writable_folder(p).mkdir(parents=True, exist_ok=True)  # the models' own check: can the nearest existing folder take a file
+    except OSError as e: raise OSError(f"{key}: {e}") from None
     return p
 
 def _preflight(cfg:Config)->str:
