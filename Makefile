@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: help data install test check-sync nbtest pytest gate lint serve serve-install bench clean image-smoke load-test
+.PHONY: help data install test check-sync nbtest notebooks pytest gate lint serve serve-install bench clean image-smoke load-test
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -36,6 +36,9 @@ check-sync: install  ## fail if nbdev_export or nbdev_clean would change a file
 
 nbtest: install  ## notebook tests (fast; add FLAGS=slow for full training)
 	cd nbs && OMP_NUM_THREADS=1 ../$(VENV)/bin/nbdev_test --flags "$(FLAGS)"
+
+notebooks: install  ## run the notebooks and save their tables and plots in them (NB=02_training for one; ~4 min for all)
+	$(PY) scripts/run_notebooks.py $(NB) && cd nbs && ../$(VENV)/bin/nbdev_clean
 
 pytest: install  ## service and integration tests
 	$(VENV)/bin/pytest -q tests

@@ -96,3 +96,39 @@ def test_teacher_strength_averages_what_it_lists():
         assert one == two == avg, out
         assert 80 < float(one[0]) <= 100, out  # the shipped model on 300 images
         assert out[i + 3].endswith("the average of the 2")
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_run_notebooks_keeps_the_document_and_drops_the_noise(tmp_path):
+    "Tables and prints stay; stderr, unasked-for stdout, hidden and slow cells do not; temp folders are scrubbed."
+    import json
+    import tempfile
+
+    from execnb.nbio import mk_cell, new_nb, read_nb, write_nb
+
+    rn = _load("run_notebooks")
+    tmp = tempfile.mkdtemp()
+    cells = [
+        f"print('shown', {tmp!r})",
+        "import sys; _ = sys.stderr.write('a log line')",
+        "import builtins; builtins.print.__call__('not asked for')",
+        "#| hide\nprint('hidden')",
+        "#| slow\nprint('slow')",
+        "6 * 7",
+    ]
+    path = tmp_path / "nb.ipynb"
+    write_nb(new_nb([mk_cell(c) for c in cells]), path)
+    assert rn.run(path, {"slow"})
+    outs = [c.get("outputs", []) for c in read_nb(path).cells]
+    assert [o.text for o in outs[0]] == [["shown <tmp>\n"]], json.dumps(outs[0])
+    assert outs[1] == outs[2] == outs[3] == outs[4] == []
+    assert outs[5][0].data["text/plain"] == ["42"]
+    write_nb(new_nb([mk_cell("1 / 0")]), path)
+    before = path.read_text()
+    assert not rn.run(path, set()) and path.read_text() == before  # an error leaves the notebook as it was
