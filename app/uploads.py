@@ -80,8 +80,12 @@ async def _form(request: Request, stream: AsyncIterator[bytes], max_files: int, 
     try:
         return await MultiPartParser(request.headers, stream, max_files=max_files, max_fields=max_files).parse()
     except MultiPartException as e:
-        if e.message.startswith(("Too many files", "Too many fields")):
+        if e.message.startswith("Too many files"):
             raise too_many from e
+        if e.message.startswith("Too many fields"):
+            raise RequestError(
+                f"more than {max_files} text fields in one form; send the images as file parts, with no other fields"
+            ) from e
         raise RequestError(f"malformed multipart body: {e.message}") from e
 
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_training.ipynb #71c5ec4c
 from __future__ import annotations
-import copy, csv, dataclasses, itertools, json, logging, os, platform, random, subprocess, sys, time, warnings
+import copy, csv, dataclasses, itertools, json, logging, os, platform, random, re, subprocess, sys, time, warnings
 from dataclasses import dataclass, field, asdict, fields
 from functools import partial
 from pathlib import Path
@@ -620,9 +620,14 @@ def load_sweep(path:str|Path)->dict:
 
 SWEEP_FIELDS = ['run_id', 'arch', 'lr', 'batch_size', 'optimizer', 'dropout', 'params', 'valid_accuracy', 'valid_loss', 'seconds']
 
+def _run_key(run_id:str)->str:
+    "`run_id` with its `key=value` parts sorted: the same run whatever the order of the keys in the YAML."
+    kind, *parts = re.split(r' (?=[\w.]+=)', run_id)
+    return ' '.join([kind, *sorted(parts)])
+
 def _done(csv_path:Path)->dict:
     if not csv_path.exists(): return {}
-    with open(csv_path, newline='') as f: return {r['run_id']: r for r in csv.DictReader(f)}
+    with open(csv_path, newline='') as f: return {_run_key(r['run_id']): r for r in csv.DictReader(f)}
 
 def _run_one(run_id, d, csv_path, work):
     d = json.loads(json.dumps(d)); d.setdefault('logging', {})
@@ -654,7 +659,7 @@ def run_sweep(sweep:dict, # the sweep config: base, grid, architectures, out
     def go(items):
         nonlocal n_new
         for run_id, d in progress_bar(items, leave=False):
-            if run_id in _done(csv_path): continue
+            if _run_key(run_id) in _done(csv_path): continue
             if limit is not None and n_new >= limit: return
             work = Path(tempfile.mkdtemp())
             try: row = _run_one(run_id, d, csv_path, work)
