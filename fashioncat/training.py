@@ -159,6 +159,7 @@ def parse_config(d:dict)->Config:
     if t.distill_temperature <= 0: raise ConfigError(f"training.distill_temperature: {t.distill_temperature}; must be above 0")
     from fashioncat.models import ARCHS
     if cfg.model.arch not in ARCHS: raise ConfigError(f"model.arch: {cfg.model.arch!r}; choose one of {list(ARCHS)}")
+    ag.seed = t.seed  # the augmentation draws from training.seed; set here, so the recipe saved with a model says so
     return cfg
 
 def _read_yaml(path:str|Path):
@@ -420,13 +421,10 @@ def build_learner(cfg:Config, device:str)->Learner:
     t = cfg.training
     # loaded before the seed is set (building a network draws from torch's generator, which dropout then uses) and
     # before any training; checked here rather than in `parse_config`, so that a recipe loads where its models are not
-    def _load(key, p):
-        if not (Path(p)/'config.json').exists(): raise ConfigError(f"training.{key}: {p}: not a model folder (no config.json there)")
-        return load_model(p)
+    def _load(key, p): return load_model(_model_folder(key, p))
     init, teachers = _load('init_from', t.init_from) if t.init_from else None, [_load('teachers', p) for p in t.teachers or []]
     set_seed(t.seed, reproducible=True)
     if device == 'cuda': torch.backends.cudnn.benchmark = True  # fastest kernels; reproducibility is promised on CPU
-    cfg.data.augment.seed = cfg.training.seed
     dls = make_dls(cfg.data, seed=cfg.training.seed, device=device)
     mean, std = dls.norm_stats
     model = model_from_config(cfg.model, mean=mean, std=std)
@@ -526,9 +524,16 @@ def _writable_dir(p:str|Path, key:str)->Path:
     except OSError as e: raise OSError(f"{key}: {e}") from None
     return p
 
+def _model_folder(key:str, p:str)->str:
+    "`p`, once it is sure that it holds a model; otherwise a `FileNotFoundError` naming the config key."
+    if not (Path(p)/'config.json').exists(): raise FileNotFoundError(f"training.{key}: {p}: not a model folder (no config.json there)")
+    return p
+
 def _preflight(cfg:Config)->str:
     device = pick_device(cfg.training.device)  # RuntimeError: CUDA asked for, none here
     if not cfg.data.download: find_data(cfg.data.path)  # FileNotFoundError, naming where it looked
+    t = cfg.training  # the models a run starts from or distils from, before any folder or log is made
+    for key, p in [('init_from', t.init_from)] * bool(t.init_from) + [('teachers', p) for p in t.teachers or []]: _model_folder(key, p)
     return device
 
 def setup_run(cfg:Config, verbose:bool=False)->tuple[logging.Logger, str]:
