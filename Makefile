@@ -12,8 +12,9 @@ help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
 data:  ## the data: FASHIONCAT_DATA, ./data or Debian's dataset-fashion-mnist (installed with apt-get when root or sudo allow)
-	@if [ -n "$$FASHIONCAT_DATA" ]; then echo "data: $$FASHIONCAT_DATA (FASHIONCAT_DATA)"; \
-	elif ls data/*ubyte* data/FashionMNIST/raw/*ubyte* >/dev/null 2>&1; then echo "data: ./data"; \
+	@if [ -n "$$FASHIONCAT_DATA" ]; then if { ls "$$FASHIONCAT_DATA"/*ubyte* || ls "$$FASHIONCAT_DATA"/FashionMNIST/raw/*ubyte*; } >/dev/null 2>&1; \
+	  then echo "data: $$FASHIONCAT_DATA (FASHIONCAT_DATA)"; else echo "data: FASHIONCAT_DATA=$$FASHIONCAT_DATA holds no Fashion-MNIST files: fix it, or unset it"; exit 1; fi; \
+	elif { ls data/*ubyte* || ls data/FashionMNIST/raw/*ubyte*; } >/dev/null 2>&1; then echo "data: ./data"; \
 	elif [ -d /usr/share/datasets/fashion-mnist ]; then echo "data: /usr/share/datasets/fashion-mnist"; \
 	elif command -v apt-get >/dev/null && { [ "$$(id -u)" = 0 ] && SUDO= || { sudo -n true 2>/dev/null && SUDO=sudo; }; }; then \
 	  ($$SUDO apt-get install -y -q dataset-fashion-mnist || ($$SUDO apt-get update -q && $$SUDO apt-get install -y -q dataset-fashion-mnist)); \

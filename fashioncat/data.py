@@ -95,13 +95,15 @@ def _download(root:Path)->Path:
 def find_data(path:str|Path|None=None, # explicit folder (config or CLI): the only place looked at
               download:bool=False, # let torchvision download (into `path`, else `./data`) when the data is not found
              )->Path:
-    "The folder that holds the four Fashion-MNIST files: `path` if given, else the first of `candidate_paths`."
-    if path is not None:
-        if _has_all(Path(path)): return Path(path)
-        if download: return _download(Path(path))
-        raise FileNotFoundError(f"{path}: Fashion-MNIST is not there (it needs {', '.join(s for i, l, _ in FILES.values() for s in (i, l))}, "
-                                ".gz or not, in the folder or its FashionMNIST/raw). Fix the path, or leave it out to search "
-                                f"{', '.join(map(str, candidate_paths()))}.")
+    "The folder that holds the four Fashion-MNIST files: `path` if given, else `FASHIONCAT_DATA` if set, else the first of `candidate_paths` that does."
+    env = os.environ.get('FASHIONCAT_DATA')
+    if path is not None or env:
+        given, name, fix = (path, str(path), 'Fix the path, or leave it out') if path is not None else (env, f'FASHIONCAT_DATA={env}', 'Fix it, or unset it')
+        if _has_all(Path(given)): return Path(given)
+        if download: return _download(Path(given))
+        raise FileNotFoundError(f"{name}: Fashion-MNIST is not there (it needs {', '.join(s for i, l, _ in FILES.values() for s in (i, l))}, "
+                                f".gz or not, in the folder or its FashionMNIST/raw). {fix} to search "
+                                f"{', '.join(str(p) for p in candidate_paths() if str(p) != env)}.")
     places = candidate_paths(path)
     for p in places:
         if _has_all(p): return p

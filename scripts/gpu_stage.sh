@@ -24,7 +24,10 @@ rm -rf .whl .fmnist && mkdir -p .whl .fmnist
   --platform manylinux2014_x86_64 -d .whl $pins 2>&1 | grep -v "is ignored: it is neither" || true
 echo "gpu_stage: $(ls .whl | wc -l) wheels in .whl/"
 for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
-  cp "$DATA/$f.gz" .fmnist/ || { echo "gpu_stage: $DATA/$f.gz not found: set FASHIONCAT_DATA (make data installs it)"; exit 1; }
+  # .gz or not, in the folder or torchvision's FashionMNIST/raw, as fashioncat.data reads it; carried compressed
+  for src in "$DATA/$f.gz" "$DATA/$f" "$DATA/FashionMNIST/raw/$f.gz" "$DATA/FashionMNIST/raw/$f" ""; do [ -z "$src" ] || [ -f "$src" ] && break; done
+  [ -n "$src" ] || { echo "gpu_stage: $f(.gz) not found in $DATA: set FASHIONCAT_DATA (make data installs it)"; exit 1; }
+  case "$src" in *.gz) cp "$src" .fmnist/ ;; *) gzip -c "$src" >".fmnist/$f.gz" ;; esac
 done
 git diff --quiet HEAD -- fashioncat scripts configs 2>/dev/null ||
   echo "gpu_stage: fashioncat/, scripts/ or configs/ has uncommitted changes: commit them first, so the runs record what ran"
