@@ -21,7 +21,7 @@ except ImportError as e:  # the base (serving) install has no torch
 __all__ = ['CATEGORIES', 'CLASS_NAMES', 'CLASS_NAMES_RU', 'FILES', 'DEBIAN_PATH', 'Category', 'IDXError', 'read_idx',
            'candidate_paths', 'find_data', 'load_split', 'split_train_valid', 'norm_stats', 'AugConfig', 'BatchAug',
            'ArrayDataset', 'ArrayDL', 'DataConfig', 'stratified_subset', 'train_valid_arrays', 'recipe_split',
-           'make_dls']
+           'make_dls', 'read_feedback']
 
 # %% ../nbs/00_data.ipynb #73fa9012
 class Category(NamedTuple):
@@ -216,6 +216,7 @@ class DataConfig:
     valid_pct:float=0.1
     subset:int|None=None  # use only this many training images (stratified), for quick runs
     augment:AugConfig=field(default_factory=AugConfig)
+    feedback:list|None=None  # CSV exports of the UI's corrections: added to the training split, never to validation
 
 def stratified_subset(y:np.ndarray, # labels
                       n:int|None, # how many to keep; None keeps all
@@ -226,12 +227,17 @@ def stratified_subset(y:np.ndarray, # labels
 
 def train_valid_arrays(path:str|Path|None=None, download:bool=False, valid_pct:float=0.1,
                        subset:int|None=None, # stratified subset of the training set, for quick runs
-                       seed:int=42)->tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                       seed:int=42,
+                       feedback:list|None=None, # CSV exports of the UI's corrections (`read_feedback`), added to training only
+                      )->tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     "Training and validation images and labels, split as training splits them."
     x, y = load_split('train', path, download)
     keep = stratified_subset(y, subset, seed); x, y = x[keep], y[keep]
     tr, va = split_train_valid(y, valid_pct, seed)
-    return x[tr], y[tr], x[va], y[va]
+    xtr, ytr = x[tr], y[tr]
+    for p in feedback or []:
+        xf, yf = read_feedback(p); xtr, ytr = np.concatenate([xtr, xf]), np.concatenate([ytr, yf])
+    return xtr, ytr, x[va], y[va]
 
 def recipe_split(recipe:dict, # the `recipe` in a model's config.json
                  path:str|Path|None=None, # data folder; default: the recipe's where it holds the data, else searched
@@ -248,7 +254,7 @@ def make_dls(cfg:DataConfig|None=None, # data settings
             )->DataLoaders:
     "fastai `DataLoaders` (train with augmentation, valid without) from the real data."
     cfg = cfg or DataConfig()
-    xtr, ytr, xva, yva = train_valid_arrays(cfg.path, cfg.download, cfg.valid_pct, cfg.subset, seed)
+    xtr, ytr, xva, yva = train_valid_arrays(cfg.path, cfg.download, cfg.valid_pct, cfg.subset, seed, cfg.feedback)
     aug = cfg.augment if isinstance(cfg.augment, AugConfig) else AugConfig(**(cfg.augment or {}))
     kw = dict(num_workers=cfg.workers, device=device)
     dev = device if device is not None and torch.device(device).type == 'cuda' else None  # the data lives on the GPU it trains on
@@ -257,3 +263,26 @@ def make_dls(cfg:DataConfig|None=None, # data settings
     dls = DataLoaders(train, valid, device=device)
     dls.norm_stats = norm_stats(xtr)
     return dls
+
+# %% ../nbs/00_data.ipynb #fbcode
+def read_feedback(path:str|Path, # a CSV written by the UI's export (`FeedbackStore.to_csv`)
+                 )->tuple[np.ndarray, np.ndarray]:
+    "The corrected images `uint8 [N,28,28]` and their chosen labels `int64 [N]`, the latest label of an image that was corrected twice."
+    import csv
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"{path}: no such feedback file (a CSV from the UI's export)")
+    latest = {}
+    with open(path, newline='', encoding='utf-8') as f:
+        r = csv.DictReader(f)
+        missing = {'chosen_index', 'pixels'} - set(r.fieldnames or [])
+        if missing: raise ValueError(f"{path}: not a feedback export: no {' or '.join(sorted(missing))} column")
+        for row in r:
+            where = f"{path}, line {r.line_num}"
+            try: px = np.array(row['pixels'].split(), dtype=np.int64); label = int(row['chosen_index'])
+            except (AttributeError, ValueError): raise ValueError(f"{where}: pixels must be 784 whole numbers and chosen_index a class number") from None
+            if px.size != 784 or px.min() < 0 or px.max() > 255: raise ValueError(f"{where}: pixels must be 784 values from 0 to 255, got {px.size}")
+            if not 0 <= label < len(CLASS_NAMES): raise ValueError(f"{where}: chosen_index {label} is not a class number (0-{len(CLASS_NAMES) - 1})")
+            img = px.astype(np.uint8).reshape(28, 28)
+            latest.pop(img.tobytes(), None); latest[img.tobytes()] = (img, label)  # the last correction wins, in file order
+    if not latest: return np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.int64)
+    return np.stack([i for i, _ in latest.values()]), np.array([l for _, l in latest.values()], np.int64)

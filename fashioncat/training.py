@@ -27,7 +27,7 @@ except ImportError as e:
     raise ImportError("fashioncat.training needs PyTorch and fastai: pip install -e '.[train]'") from e
 import yaml
 from fastcore.script import call_parse, Param, store_true
-from .data import AugConfig, ArrayDL, BatchAug, DataConfig, find_data, make_dls
+from .data import AugConfig, ArrayDL, BatchAug, DataConfig, find_data, make_dls, read_feedback
 from .models import FashionNet, create_model, save_model, load_model, count_params, writable_folder
 
 # %% auto #0
@@ -128,6 +128,8 @@ def parse_config(d:dict)->Config:
     if dc.workers < 0: raise ConfigError(f"data.workers: {dc.workers}; must be 0 or more")
     if not 0 < dc.valid_pct < 1: raise ConfigError(f"data.valid_pct: {dc.valid_pct}; must be between 0 and 1 (the share held out, such as 0.1)")
     if dc.subset is not None and dc.subset < 1: raise ConfigError(f"data.subset: {dc.subset}; must be at least 1, or null for the whole training set")
+    if dc.feedback is not None and not (isinstance(dc.feedback, list) and all(isinstance(p, str) for p in dc.feedback)):
+        raise ConfigError(f"data.feedback: expected a list of CSV files exported from the UI, such as [feedback.csv], got {dc.feedback!r}")
     ag = dc.augment
     for k in ('flip_p', 'erase_p'):
         if not 0 <= getattr(ag, k) <= 1: raise ConfigError(f"data.augment.{k}: {getattr(ag, k)}; a probability, from 0 to 1")
@@ -486,6 +488,7 @@ def train(cfg:Config, # a validated config (see `load_config`)
     log.info('config ' + json.dumps(recipe, sort_keys=True))
     learn = build_learner(cfg, device)
     meta = dict(recipe=recipe, seed=cfg.training.seed, commit=git_commit(), training=dict(hardware=hardware(device), device=device, epochs=cfg.training.epochs))
+    if cfg.data.feedback: meta['training']['feedback_images'] = {p: len(read_feedback(p)[1]) for p in cfg.data.feedback}
     log.info(f'device={device} hardware="{meta["training"]["hardware"]}" params={count_params(learn.model)} '
              f'train={len(learn.dls.train.dataset)} valid={len(learn.dls.valid.dataset)} commit={meta["commit"]}')
     ck_path, ck = models_dir/CHECKPOINT, dict(epoch=0, best=-1., seconds=0.)
@@ -532,6 +535,9 @@ def _model_folder(key:str, p:str)->str:
 def _preflight(cfg:Config)->str:
     device = pick_device(cfg.training.device)  # RuntimeError: CUDA asked for, none here
     if not cfg.data.download: find_data(cfg.data.path)  # FileNotFoundError, naming where it looked
+    for p in cfg.data.feedback or []:  # read once here, so that a broken export stops the run before it starts
+        try: read_feedback(p)
+        except ValueError as e: raise ConfigError(f"data.feedback: {e}") from None
     t = cfg.training  # the models a run starts from or distils from, before any folder or log is made
     for key, p in [('init_from', t.init_from)] * bool(t.init_from) + [('teachers', p) for p in t.teachers or []]: _model_folder(key, p)
     return device
@@ -695,6 +701,6 @@ def sweep_main(config:Param("YAML sweep config", str)='configs/sweep.yaml',
         if csv_path.is_dir(): raise OSError(f"out: {csv_path} is a folder; give a CSV file, such as {SWEEP_OUT}")
         for c in {(c.training.device, c.data.path, c.data.download): c for c in cfgs}.values(): _preflight(c)
         setup_logging(_writable_dir(csv_path.parent, 'out'), False)
-    except (OSError, RuntimeError) as e: sys.exit(f"fashioncat_sweep: {e}")
+    except (OSError, RuntimeError, ConfigError) as e: sys.exit(f"fashioncat_sweep: {e}")
     rows = run_sweep(sweep)
     print(f"{len(rows)} runs in {csv_path}")

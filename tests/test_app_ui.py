@@ -361,6 +361,20 @@ def test_feedback_store_roundtrip(tmp_path):
     assert np.array_equal(np.array(rows[0]["pixels"].split(), dtype=np.uint8).reshape(28, 28), view)
 
 
+def test_feedback_export_is_what_training_reads(tmp_path):
+    "The UI's CSV export is the format `data.feedback` trains on: the view the model saw and the latest chosen label."
+    pytest.importorskip("torch")  # fashioncat.data is training code
+    from fashioncat.data import read_feedback
+
+    store = FeedbackStore(tmp_path / "feedback.sqlite")
+    views = [np.full((28, 28), i * 40, np.uint8) for i in range(3)]
+    for view, (chosen, idx) in zip([views[0], views[1], views[0]], [("Coat", 4), ("Bag", 8), ("Dress", 3)]):
+        store.add(image=b"img", view=view, filename="=x.png", predicted="Shirt", confidence=0.5, chosen=chosen,
+                  chosen_index=idx, model_version="v1")  # fmt: skip
+    x, y = read_feedback(store.to_csv(tmp_path / "feedback.csv"))
+    assert np.array_equal(x, np.stack([views[1], views[0]])) and y.tolist() == [8, 3]  # the first view's latest label
+
+
 def test_feedback_csv_defuses_formulas(tmp_path):
     "A file name a spreadsheet would run as a formula is exported with a leading quote; the store keeps it as sent."
     store = FeedbackStore(tmp_path / "feedback.sqlite")
