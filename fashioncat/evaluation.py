@@ -12,7 +12,7 @@ try:
 except ImportError as e:
     raise ImportError("fashioncat.evaluation needs PyTorch: pip install -e '.[train]'") from e
 from fastcore.script import call_parse, Param, store_true
-from .data import CLASS_NAMES, CLASS_NAMES_RU, load_split, split_train_valid, recipe_split, stratified_subset
+from .data import CLASS_NAMES, CLASS_NAMES_RU, load_split, read_feedback, split_train_valid, recipe_split, stratified_subset
 from .models import load_model, read_config, count_params, arch_name
 from .serving import Engine, ModelError, choose_review_threshold, as_batch
 
@@ -21,7 +21,8 @@ __all__ = ['ROBUSTNESS', 'FLOORS', 'softmax', 'top_k', 'to_labels', 'confusion_m
            'classification_metrics', 'most_confused', 'reliability_bins', 'ece', 'nll', 'fit_temperature', 'Predictor',
            'perturb', 'robustness', 'floor_gaps', 'check_floors', 'plot_confusion', 'plot_reliability', 'worst_errors',
            'plot_errors', 'plot_robustness', 'validation_split', 'calibrate_folder', 'evaluate', 'model_card',
-           'write_report', 'main', 'compare_metrics', 'load_waivers', 'apply_waivers', 'gate', 'gate_main']
+           'write_report', 'feedback_agreement', 'main', 'compare_metrics', 'load_waivers', 'apply_waivers', 'gate',
+           'gate_main']
 
 # %% ../nbs/03_evaluation.ipynb #afb4d627
 def softmax(logits:np.ndarray, # [N,C] scores
@@ -496,6 +497,17 @@ def write_report(model:str|Path, # model folder or .onnx file
     (out/'MODEL_CARD.md').write_text(model_card(m, _source_config(p, source), name, _source(p, source)), encoding='utf-8')
     return m
 
+# %% ../nbs/03_evaluation.ipynb #fbevalcode
+def feedback_agreement(model:str|Path, # model folder or .onnx file
+                       path:str|Path, # a CSV of the UI's corrections
+                       threads:int=1)->dict:
+    "How often `model` answers the category the catalogue team chose, on an export of their corrections."
+    x, y = read_feedback(path)
+    if not len(y): raise ValueError(f"{path}: no corrections in it")
+    pred = Predictor(model, threads=threads)(x)[1].argmax(1)
+    per = {CLASS_NAMES[c]: dict(n=int((y == c).sum()), agree=int((pred[y == c] == c).sum())) for c in np.unique(y)}
+    return dict(file=str(path), n=len(y), agree=int((pred == y).sum()), accuracy=round(float((pred == y).mean()), 6), per_class=per)
+
 # %% ../nbs/03_evaluation.ipynb #101b2e2f
 _ROOT = Path(__file__).resolve().parents[1] if '__file__' in globals() else Path.cwd().parent
 
@@ -512,6 +524,7 @@ def main(model:Param("model folder (config.json + model.safetensors) or .onnx fi
          target_precision:Param("with --calibrate: precision wanted on the predictions accepted without review", float)=0.99,
          source:Param("for an .onnx file: the model folder it was exported from (recipe for the card); default: models/fashioncat for models/fashioncat-int8.onnx", str)=None,
          n_robust:Param("test images for the robustness table; 0 skips it", int)=2000,
+         feedback:Param("also measure the model on a CSV of the UI's corrections (feedback.json in the report folder)", str)=None,
          threads:Param("CPU threads", int)=1):
     "Evaluate a model folder or ONNX file on the test set; write metrics.json, plots and MODEL_CARD.md."
     if not model: sys.exit("fashioncat_evaluate: --model is required (a model folder or an .onnx file)")
@@ -526,11 +539,15 @@ def main(model:Param("model folder (config.json + model.safetensors) or .onnx fi
             print(f"calibrated on {c['calibration']['n']:,} validation images: temperature {c['temperature']:.4f} "
                   f"(ECE {c['calibration']['ece_before']:.4f} -> {c['calibration']['ece_after']:.4f}); review threshold {c['review_threshold']:.4f}: "
                   f"precision {_f(c['review_precision'])} on the accepted, {c['review_share']:.1%} flagged; written to {mp/'config.json'}")
+        if feedback: read_feedback(feedback)  # a broken file stops the command before the long part
         m = write_report(mp, out, data, n_robust, threads, source, cmd)
+        if feedback:
+            fa = feedback_agreement(mp, feedback, threads); (Path(out)/'feedback.json').write_text(json.dumps(fa, indent=1))
     except (OSError, ValueError, ModelError) as e: sys.exit(f"fashioncat_evaluate: {e}")
     print(f"{model}: accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f}, top-2 {m['top2_accuracy']:.4f}, log loss {m['log_loss']:.4f}, "
           f"ECE {m['calibration']['ece']:.4f}; spec floors: {'met' if not m['floor_failures'] else str(len(m['floor_failures'])) + ' missed'}")
-    print(f"report: {Path(out)/'MODEL_CARD.md'} (+ metrics.json, confusion_matrix.png, reliability.png, errors.png" + (', robustness.png)' if n_robust else ')'))
+    print(f"report: {Path(out)/'MODEL_CARD.md'} (+ metrics.json, confusion_matrix.png, reliability.png, errors.png" + (', robustness.png' if n_robust else '') + (', feedback.json' if feedback else '') + ')')
+    if feedback: print(f"{feedback}: agrees with the team's choice on {fa['agree']:,} of {fa['n']:,} corrected images ({fa['accuracy']:.1%})")
 
 # %% ../nbs/03_evaluation.ipynb #82fb4d21
 def compare_metrics(m:dict, # figures measured now (`classification_metrics`)
