@@ -66,8 +66,9 @@ def run(path: Path, flags: set) -> bool:
     shell = CaptureShell(path)
     start = time.time()
     with working_directory(path.parent):
-        shell.run_all(nb, exc_stop=False, preproc=lambda c: _skip(c, flags))
-        if shell.exc:
+        try:
+            shell.run_all(nb, exc_stop=True, preproc=lambda c: _skip(c, flags))
+        except Exception:  # noqa: BLE001 - the notebook's own error, reported as nbdev_test reports it
             sys.stderr.write(shell.prettytb(fname=path) + "\n")
             return False
     for c in nb.cells:

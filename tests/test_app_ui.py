@@ -367,7 +367,7 @@ def test_feedback_export_is_what_training_reads(tmp_path):
     from fashioncat.data import read_feedback
 
     store = FeedbackStore(tmp_path / "feedback.sqlite")
-    views = [np.full((28, 28), i * 40, np.uint8) for i in range(3)]
+    views = [np.full((28, 28), i * 40, np.uint8) for i in range(2)]
     for view, (chosen, idx) in zip([views[0], views[1], views[0]], [("Coat", 4), ("Bag", 8), ("Dress", 3)]):
         store.add(image=b"img", view=view, filename="=x.png", predicted="Shirt", confidence=0.5, chosen=chosen,
                   chosen_index=idx, model_version="v1")  # fmt: skip

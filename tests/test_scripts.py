@@ -129,6 +129,7 @@ def test_run_notebooks_keeps_the_document_and_drops_the_noise(tmp_path):
     assert [o.text for o in outs[0]] == [["shown <tmp>\n"]], json.dumps(outs[0])
     assert outs[1] == outs[2] == outs[3] == outs[4] == []
     assert outs[5][0].data["text/plain"] == ["42"]
-    write_nb(new_nb([mk_cell("1 / 0")]), path)
+    write_nb(new_nb([mk_cell("1 / 0"), mk_cell("open('ran-on', 'w')")]), path)
     before = path.read_text()
     assert not rn.run(path, set()) and path.read_text() == before  # an error leaves the notebook as it was
+    assert not (tmp_path / "ran-on").exists()  # and stops it there
