@@ -272,7 +272,7 @@ def read_feedback(path:str|Path, # a CSV written by the UI's export (`FeedbackSt
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"{path}: no such feedback file (a CSV from the UI's export)")
     latest = {}
-    with open(path, newline='', encoding='utf-8') as f:
+    with open(path, newline='', encoding='utf-8-sig') as f:  # with or without a byte-order mark (Excel writes one)
         r = csv.DictReader(f)
         missing = {'chosen_index', 'pixels'} - set(r.fieldnames or [])
         if missing: raise ValueError(f"{path}: not a feedback export: no {' or '.join(sorted(missing))} column")
