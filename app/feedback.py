@@ -1,7 +1,7 @@
 """The feedback store: corrections made in the UI, in SQLite under `FASHIONCAT_DATA_DIR`, exportable as CSV.
 
 Each row keeps the original image, the 28x28 view the model saw, the model's answer and confidence, the category
-the merchandiser chose and the time. The CSV carries the view as 784 pixel values, so the next training run can use
+the merchandiser chose and the time. One correction per image: a later one of the same image (same bytes) replaces it. The CSV carries the view as 784 pixel values, so the next training run can use
 the corrections as labelled examples without re-running the preprocessing (see README, "Serving").
 """
 
@@ -12,6 +12,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -29,8 +30,9 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS feedback (
     chosen_index INTEGER NOT NULL,
     model_version TEXT NOT NULL
 )"""
+_INDEX = "CREATE INDEX IF NOT EXISTS feedback_image_sha256 ON feedback (image_sha256)"  # added to older files too
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")  # a cell starting so is a formula to Excel and LibreOffice
-CSV_COLUMNS = [
+_ROW_COLUMNS = [
     "id",
     "created_at",
     "filename",
@@ -40,8 +42,16 @@ CSV_COLUMNS = [
     "chosen",
     "chosen_index",
     "model_version",
-    "pixels",
 ]
+# training (fashioncat.data.read_feedback) reads `chosen_index` and `pixels` by name; `chosen_ru` is for people
+CSV_COLUMNS = [*_ROW_COLUMNS[:7], "chosen_ru", *_ROW_COLUMNS[7:], "pixels"]
+
+
+class Saved(NamedTuple):
+    "What `FeedbackStore.add` did: the new row's id, and the category of the earlier correction it replaced, if any."
+
+    id: int
+    replaced: str | None
 
 
 def _text_cell(s: str | None) -> str | None:
@@ -58,24 +68,29 @@ class FeedbackStore:
         self._lock = threading.Lock()
         with self._connect() as db:
             db.execute(_SCHEMA)
+            db.execute(_INDEX)
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=10)
 
     def add(self, *, image: bytes, view: np.ndarray, filename: str | None, predicted: str, confidence: float,
-            chosen: str, chosen_index: int, model_version: str) -> int:  # fmt: skip
-        "Store one correction; returns its id."
+            chosen: str, chosen_index: int, model_version: str) -> Saved:  # fmt: skip
+        "Store one correction, replacing any earlier one of the same image (in one transaction)."
         buf = io.BytesIO()
         Image.fromarray(np.asarray(view, np.uint8)).save(buf, "PNG")
-        row = (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), filename, hashlib.sha256(image).hexdigest(), image,
-               buf.getvalue(), predicted, float(confidence), chosen, int(chosen_index), model_version)  # fmt: skip
-        with self._lock, self._connect() as db:
+        sha = hashlib.sha256(image).hexdigest()
+        row = (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), filename, sha, image, buf.getvalue(), predicted,
+               float(confidence), chosen, int(chosen_index), model_version)  # fmt: skip
+        with self._lock, self._connect() as db:  # the lock orders this process's threads, IMMEDIATE other processes
+            db.execute("BEGIN IMMEDIATE")
+            old = db.execute("SELECT chosen FROM feedback WHERE image_sha256 = ? ORDER BY id DESC", (sha,)).fetchone()
+            db.execute("DELETE FROM feedback WHERE image_sha256 = ?", (sha,))
             cur = db.execute(
                 "INSERT INTO feedback (created_at, filename, image_sha256, image, view_png, predicted, confidence, chosen,"
                 " chosen_index, model_version) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 row,
             )
-            return int(cur.lastrowid)
+            return Saved(int(cur.lastrowid), old[0] if old else None)
 
     def count(self) -> int:
         with self._connect() as db:
@@ -88,19 +103,21 @@ class FeedbackStore:
             cur = db.execute(q + (f" LIMIT {int(limit)}" if limit else ""))
             out = []
             for r in cur.fetchall():
-                d = dict(zip(CSV_COLUMNS[:-1], r[:-1]))
+                d = dict(zip(_ROW_COLUMNS, r[:-1]))
                 if pixels:
                     d["pixels"] = " ".join(map(str, np.asarray(Image.open(io.BytesIO(r[-1]))).ravel()))
                 out.append(d)
             return out
 
-    def to_csv(self, path: str | Path) -> Path:
-        "Write every correction, oldest first, as CSV (the `pixels` column is the model's 28x28 input)."
+    def to_csv(self, path: str | Path, names_ru: dict[str, str] | None = None) -> Path:
+        """Write every correction, oldest first, as CSV (the `pixels` column is the model's 28x28 input), with a BOM so
+        that Excel reads it as UTF-8; `chosen_ru` is the chosen category's Russian name from `names_ru` (English: Russian)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="", encoding="utf-8") as f:
+        with open(path, "w", newline="", encoding="utf-8-sig") as f:
             w = csv.DictWriter(f, CSV_COLUMNS)
             w.writeheader()
             for r in reversed(self.rows(pixels=True)):
-                w.writerow({**r, "filename": _text_cell(r["filename"])})
+                ru = (names_ru or {}).get(r["chosen"], "")
+                w.writerow({**r, "filename": _text_cell(r["filename"]), "chosen_ru": ru})
         return path

@@ -1,6 +1,8 @@
 """The merchandisers' UI through `gradio_client`, against a real uvicorn server on loopback (started and stopped here)."""
 
+import codecs
 import csv
+import hashlib
 import json
 import os
 import re
@@ -11,6 +13,7 @@ import sys
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -24,7 +27,7 @@ EXAMPLES = sorted((ROOT / "app" / "examples").glob("*.png"))
 
 
 def read_csv(path) -> list[dict]:
-    with open(path, encoding="utf-8", newline="") as f:  # as the csv module asks: a \r inside a cell stays one
+    with open(path, encoding="utf-8-sig", newline="") as f:  # as the csv module asks: a \r inside a cell stays one
         return list(csv.DictReader(f))
 
 
@@ -94,29 +97,37 @@ def test_ui_categorise_and_correct(server, ui, photos):
     summary, results = ui.predict(
         [handle_file(str(d / n)) for n in ("jacket.jpg", "cutout.png", "notes.png")], api_name="/categorise"
     )
-    assert summary.startswith("Обработано фото: 3.") and "Ошибок: 1." in summary
-    assert [r.get("filename") for r in results] == ["jacket.jpg", "cutout.png", "notes.png"]
+    assert summary.startswith("Обработано фото: 2. Требуют проверки: ") and summary.endswith(" Ошибок: 1 (notes.png).")
+    assert [r.get("filename") for r in results] == ["jacket.jpg", "cutout.png", "notes.png"]  # the JSON: upload order
     ok = results[0]
     api = httpx.post(server["url"] + "/predict", files={"file": ("jacket.jpg", photos["jpeg"][0])}).json()
     assert (ok["category"], ok["confidence"]) == (api["category"], api["confidence"])  # the UI and the API agree
     assert len(ok["top_k"]) == 3 and isinstance(ok["needs_review"], bool)
     assert results[2]["error"] == "not_an_image" and results[2]["status"] == 415
 
-    wrong = next(i for i in range(10) if i != ok["class_index"])
-    names = httpx.get(server["url"] + "/model").json()["categories"][wrong]
+    wrong, other = [i for i in range(10) if i != ok["class_index"]][:2]
+    categories = httpx.get(server["url"] + "/model").json()["categories"]
+    names = categories[wrong]
     label = f"{names['category_ru']} ({names['category']})"
     msg = ui.predict(ok["id"], label, api_name="/correct")
-    assert msg.startswith("Сохранено: " + label)
-    ui.predict(results[1]["id"], names["category"], api_name="/correct")  # English names work too
+    assert msg == f"Сохранено: {label} (модель: {ok['category_ru']} ({ok['category']}))."  # Russian, as the choices
+    other_label = f"{categories[other]['category_ru']} ({categories[other]['category']})"
+    msg = ui.predict(results[1]["id"], categories[other]["category"], api_name="/correct")  # English names work too
+    assert msg.startswith(f"Сохранено: {other_label} (модель: ")
+    msg = ui.predict(results[1]["id"], names["category_ru"].lower(), api_name="/correct")  # in any case
+    assert msg.startswith(f"Исправление заменено: было {other_label}, теперь {label} (модель: ")  # one per photo
 
     rows = ui.predict(api_name="/feedback_table")
     got = rows["data"] if isinstance(rows, dict) else rows
-    assert [r[4] for r in got] == [names["category"]] * 2 and got[1][1] == "jacket.jpg" and got[1][2] == ok["category"]
+    assert [r[4] for r in got] == [label] * 2 and got[1][1] == "jacket.jpg"
+    assert got[1][2] == f"{ok['category_ru']} ({ok['category']})"
 
     csv_path = ui.predict(api_name="/feedback_csv")
+    assert Path(csv_path).read_bytes().startswith(codecs.BOM_UTF8)  # Excel reads it as UTF-8
     out = read_csv(csv_path)
     assert list(out[0]) == CSV_COLUMNS and [r["filename"] for r in out] == ["jacket.jpg", "cutout.png"]
     assert int(out[0]["chosen_index"]) == wrong and len(out[0]["pixels"].split()) == 784
+    assert [r["chosen_ru"] for r in out] == [names["category_ru"]] * 2
 
     with sqlite3.connect(d / "feedback.sqlite") as db:
         (n, image) = db.execute(
@@ -176,12 +187,16 @@ def test_ui_refuses_files_it_was_not_sent(server):
     assert not list(server["uploads"].rglob(secret.name))  # not copied into gradio's cache, so not served either
 
 
-def test_ui_gallery_click_categorises_the_example(server):
-    "A click on an example, as the browser runs it: `pick` puts (a cached copy of) it in the file box, then `categorise`."
+def test_ui_gallery_click_categorises_the_example(server, ui):
+    """A click on an example, as the browser runs it: `pick` puts (a cached copy of) it in the file box, then `categorise`.
+    The gallery is in a closed "Примеры" accordion, and an example's correction is refused: it is a test image."""
     config = httpx.get(server["url"] + "/ui/config").json()
     pick = next(d for d in config["dependencies"] if d["api_name"] == "pick")
     then = next(d for d in config["dependencies"] if d["trigger_after"] == pick["id"])
     gallery = next(c for c in config["components"] if c["id"] == pick["targets"][0][0])
+    accordion = next(c for c in config["components"] if c["type"] == "accordion")
+    assert (accordion["props"]["label"], accordion["props"]["open"]) == ("Примеры", False)
+    assert gallery["id"] in layout_ids(config["layout"], accordion["id"])
     event = {"index": 1, "value": gallery["props"]["value"][1], "selected": True}  # what the browser sends
     session = uuid.uuid4().hex
     picked = queue_call(server["url"], pick["id"], [], session, trigger_id=gallery["id"], event_data=event)
@@ -192,7 +207,8 @@ def test_ui_gallery_click_categorises_the_example(server):
     done = queue_call(server["url"], then["id"], [files], session)
     assert done["success"], done
     show = next(d for d in config["dependencies"] if then["outputs"][0] in d["inputs"])  # the results, drawn
-    drawn = queue_call(server["url"], show["id"], [None], session)["output"]["render_config"]["components"]
+    render = queue_call(server["url"], show["id"], [None], session)["output"]["render_config"]
+    drawn = render["components"]
     photo = next(c for c in drawn if c["type"] == "image" and c["props"]["label"] == EXAMPLES[1].name)
     assert httpx.get(photo["props"]["value"]["url"]).content == EXAMPLES[1].read_bytes()
     assert {"label", "radio"} <= {c["type"] for c in drawn}  # the top 3 and the one-click correction
@@ -200,6 +216,26 @@ def test_ui_gallery_click_categorises_the_example(server):
     assert summary.startswith("Обработано фото: 1.") and [r["filename"] for r in results] == [EXAMPLES[1].name]
     api = httpx.post(server["url"] + "/predict", files={"file": (EXAMPLES[1].name, EXAMPLES[1].read_bytes())}).json()
     assert (results[0]["category"], results[0]["confidence"]) == (api["category"], api["confidence"])
+
+    n = len(FeedbackStore(server["data_dir"] / "feedback.sqlite").rows())
+    radio = next(c for c in drawn if c["type"] == "radio")
+    fix = next(d for d in render["dependencies"] if d["targets"] == [[radio["id"], "input"]])
+    label = radio["props"]["choices"][0][0]
+    fixed = queue_call(server["url"], fix["id"], [None, label], session, trigger_id=radio["id"])
+    (status,) = fixed["output"]["data"]
+    assert status.startswith("⚠ Не сохранено. Это пример из тестового набора"), status
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="Это пример из тестового набора"):  # nor through the API
+        ui.predict(results[0]["id"], label, api_name="/correct")
+    assert len(FeedbackStore(server["data_dir"] / "feedback.sqlite").rows()) == n
+
+
+def layout_ids(node: dict, under: int | None = None) -> set[int]:
+    "The ids of the components in a config's layout tree, or in the subtree of component `under`."
+    if under is not None and node.get("id") != under:
+        return set().union(*(layout_ids(c, under) for c in node.get("children", [])))
+    return {node.get("id")} | set().union(*(layout_ids(c) for c in node.get("children", [])))
 
 
 def test_ui_upload_limits(model_path, tmp_path, monkeypatch):
@@ -237,7 +273,7 @@ def test_ui_upload_limits(model_path, tmp_path, monkeypatch):
             there.write_bytes(big.read_bytes())
             monkeypatch.setattr(Path, "read_bytes", read_bytes)
             event, data = call(c, "categorise", [file_data(there)])
-            assert event == "complete" and data[1].endswith("Ошибок: 1.")
+            assert event == "complete" and data[1].endswith(f"Ошибок: 1 ({big.name.replace('_', chr(92) + '_')}).")
             assert (data[2][0]["error"], data[2][0]["status"]) == ("too_large", 413)
             assert "42,326 bytes; the limit is 20,000" in data[2][0]["detail"]
         finally:
@@ -353,12 +389,49 @@ def test_feedback_store_roundtrip(tmp_path):
         "confidence": 0.5,
         "model_version": "v1",
     }
-    assert store.add(**kw, chosen="Coat", chosen_index=4) == 1
-    assert store.add(**kw, chosen="Dress", chosen_index=3) == 2
-    assert store.count() == 2 and [r["chosen"] for r in store.rows()] == ["Dress", "Coat"]
-    rows = read_csv(store.to_csv(tmp_path / "out.csv"))
-    assert [r["chosen"] for r in rows] == ["Coat", "Dress"]
+    assert store.add(**kw, chosen="Coat", chosen_index=4) == (1, None)
+    assert store.add(**kw, chosen="Dress", chosen_index=3) == (2, "Coat")  # the same photo again: replaced
+    assert store.add(**kw | {"image": b"other"}, chosen="Bag", chosen_index=8) == (3, None)
+    assert store.count() == 2 and [r["chosen"] for r in store.rows()] == ["Bag", "Dress"]
+    out = store.to_csv(tmp_path / "out.csv", {"Dress": "Платье", "Bag": "Сумка"})
+    assert out.read_bytes().startswith(codecs.BOM_UTF8)  # so that Excel reads the Cyrillic as UTF-8
+    rows = read_csv(out)
+    assert list(rows[0]) == CSV_COLUMNS and CSV_COLUMNS.index("chosen_ru") == CSV_COLUMNS.index("chosen") + 1
+    assert [(r["chosen"], r["chosen_ru"], r["chosen_index"]) for r in rows] == [
+        ("Dress", "Платье", "3"),
+        ("Bag", "Сумка", "8"),
+    ]
     assert np.array_equal(np.array(rows[0]["pixels"].split(), dtype=np.uint8).reshape(28, 28), view)
+
+
+def test_feedback_store_keeps_one_correction_per_photo(tmp_path):
+    """A file from before (no index, a photo corrected twice) opens unchanged; the photo's next correction replaces both
+    rows, and two stores on one file (two processes) correcting one photo at once leave one row."""
+    from app.feedback import _SCHEMA
+
+    path, sha = tmp_path / "feedback.sqlite", hashlib.sha256(b"img").hexdigest()
+    with sqlite3.connect(path) as db:
+        db.execute(_SCHEMA)
+        for chosen in ("Coat", "Dress"):
+            db.execute(
+                "INSERT INTO feedback (created_at, filename, image_sha256, image, view_png, predicted, confidence, chosen,"
+                " chosen_index, model_version) VALUES ('2026-01-01T00:00:00Z', 'a.png', ?, x'00', x'00', 'Shirt', 0.5,"
+                " ?, 0, 'v0')",
+                (sha, chosen),
+            )
+    stores = [FeedbackStore(path), FeedbackStore(path)]
+    assert stores[0].count() == 2  # nothing dropped by opening it
+    kw = {"view": np.zeros((28, 28), np.uint8), "filename": "a.png", "predicted": "Shirt", "confidence": 0.5}
+    kw |= {"model_version": "v1"}
+    saved = stores[0].add(image=b"img", **kw, chosen="Bag", chosen_index=8)
+    assert saved.replaced == "Dress" and [(r["chosen"], r["image_sha256"]) for r in stores[1].rows()] == [("Bag", sha)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: stores[i % 2].add(image=b"new", **kw, chosen="Coat", chosen_index=4), range(16)))
+    assert stores[0].count() == 2
+    with sqlite3.connect(path) as db:
+        assert "feedback_image_sha256" in {
+            r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='index'")
+        }
 
 
 def test_feedback_export_is_what_training_reads(tmp_path):
@@ -368,8 +441,9 @@ def test_feedback_export_is_what_training_reads(tmp_path):
 
     store = FeedbackStore(tmp_path / "feedback.sqlite")
     views = [np.full((28, 28), i * 40, np.uint8) for i in range(2)]
-    for view, (chosen, idx) in zip([views[0], views[1], views[0]], [("Coat", 4), ("Bag", 8), ("Dress", 3)]):
-        store.add(image=b"img", view=view, filename="=x.png", predicted="Shirt", confidence=0.5, chosen=chosen,
+    photos = [(b"a", views[0]), (b"b", views[1]), (b"c", views[0])]  # two photos that the model sees the same
+    for (image, view), (chosen, idx) in zip(photos, [("Coat", 4), ("Bag", 8), ("Dress", 3)]):
+        store.add(image=image, view=view, filename="=x.png", predicted="Shirt", confidence=0.5, chosen=chosen,
                   chosen_index=idx, model_version="v1")  # fmt: skip
     x, y = read_feedback(store.to_csv(tmp_path / "feedback.csv"))
     assert np.array_equal(x, np.stack([views[1], views[0]])) and y.tolist() == [8, 3]  # the first view's latest label
@@ -381,8 +455,207 @@ def test_feedback_csv_defuses_formulas(tmp_path):
     names = ['=HYPERLINK("http://x","a").png', "+1.png", "-2.png", "@SUM(A1).png", "\tx.png", "\rx.png", "a=b-c.png"]
     view = np.zeros((28, 28), np.uint8)
     for name in [*names, None]:
-        store.add(image=b"img", view=view, filename=name, predicted="Bag", confidence=0.5, chosen="Bag", chosen_index=8,
+        store.add(image=str(name).encode(), view=view, filename=name, predicted="Bag", confidence=0.5, chosen="Bag", chosen_index=8,
                   model_version="v1")  # fmt: skip
     got = [r["filename"] for r in read_csv(store.to_csv(tmp_path / "out.csv"))]
     assert got == ["'" + n for n in names[:-1]] + ["a=b-c.png", ""]
     assert [r["filename"] for r in store.rows()][::-1] == [*names, None]
+
+
+@pytest.fixture(scope="module")
+def local(model_path, tmp_path_factory):
+    "The app with its UI in this process (its state at hand, for the tests to change), through a TestClient."
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from fashioncat.serving import Settings
+
+    data_dir = tmp_path_factory.mktemp("ui-local")
+    s = Settings(model_path=str(model_path), data_dir=str(data_dir), max_batch=7, max_bytes=3 * 2**20)
+    with TestClient(create_app(s, ui=True)) as c:
+        assert wait_ui(c)["ui"] == "ready"
+        yield c
+
+
+class Session:
+    "One browser session on `local`: upload and categorise as the button does, draw the results, pick in a row."
+
+    def __init__(self, client):
+        self.c, self.hash = client, uuid.uuid4().hex
+        self.config = client.get("/ui/config").json()
+        self.render: dict = {}
+
+    def run(self, fn_index: int, data: list, **kw) -> dict:
+        "Join the queue, read the session's stream to its end: the completed message."
+        body = {"data": data, "fn_index": fn_index, "session_hash": self.hash, "event_data": None, "trigger_id": None}
+        assert self.c.post("/ui/gradio_api/queue/join", json=body | kw).status_code == 200
+        with self.c.stream("GET", "/ui/gradio_api/queue/data", params={"session_hash": self.hash}) as r:
+            msgs = [json.loads(line[5:]) for line in r.iter_lines() if line.startswith("data:")]
+        return next(m for m in msgs if m.get("msg") == "process_completed")
+
+    def categorise(self, files: list[tuple[str, bytes]]) -> tuple[str, list[dict], list[dict]]:
+        "Upload `files` (name, bytes), categorise them and draw the results: the summary, the JSON, the rows shown."
+        parts = [("files", (name, data, "application/octet-stream")) for name, data in files]
+        uploaded = self.c.post("/ui/gradio_api/upload", files=parts).json()
+        dep = next(d for d in self.config["dependencies"] if d["api_name"] == "categorise")
+        done = self.run(dep["id"], [[file_data(u)[0] for u in uploaded]])
+        assert done["success"], done
+        _, summary, public = done["output"]["data"]
+        show = next(d for d in self.config["dependencies"] if dep["outputs"][0] in d["inputs"])
+        self.render = self.run(show["id"], [None])["output"]["render_config"]
+        return summary, public, self.rows()
+
+    def rows(self) -> list[dict]:
+        "Each result row drawn: its photo's label, its texts, its radio's id (None for a failed photo)."
+        rows = []
+        for comp in self.render["components"]:
+            if comp["type"] == "row":
+                rows.append({"name": None, "texts": [], "radio": None})
+            elif rows and comp["type"] == "image" and rows[-1]["name"] is None:
+                rows[-1]["name"] = comp["props"]["label"]
+            elif rows and comp["type"] == "markdown":
+                rows[-1]["texts"].append(comp["props"].get("value"))
+            elif rows and comp["type"] == "radio":
+                rows[-1]["radio"] = comp["id"]
+        return rows
+
+    def pick(self, row: dict, label: str) -> tuple[str, list[dict]]:
+        "Choose `label` in a row's radio, as the browser does: the row's status, and the events that follow the choice."
+        dep = next(d for d in self.render["dependencies"] if d["targets"] == [[row["radio"], "input"]])
+        done = self.run(dep["id"], [None, label], trigger_id=row["radio"])  # the row's State: the server's copy
+        assert done["success"], done
+        return done["output"]["data"][0], [d for d in self.render["dependencies"] if d["trigger_after"] == dep["id"]]
+
+
+def ru_label(client, i: int) -> str:
+    c = client.get("/model").json()["categories"][i]
+    return f"{c['category_ru']} ({c['category']})"
+
+
+def test_ui_row_correction_uses_the_session_not_the_cache(local, photos, monkeypatch):
+    "A row's correction works after the shared cache forgot the result (>1,000 later photos, a restart); a failed save says so."
+    session = Session(local)
+    _, (result,), (row,) = session.categorise([("jacket.jpg", photos["jpeg"][0])])
+    local.app.state.ui.recent.clear()  # as after colleagues' 1,000 photos
+    wrong = next(i for i in range(10) if i != result["class_index"])
+    store = local.app.state.feedback
+    n = store.count()
+    status, _ = session.pick(row, ru_label(local, wrong))
+    assert status.startswith(f"Сохранено: {ru_label(local, wrong)}") and store.count() == n + 1
+    assert store.rows(limit=1)[0]["filename"] == "jacket.jpg"
+
+    def locked(**kw):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(store, "add", locked)
+    status, _ = session.pick(row, ru_label(local, result["class_index"]))
+    assert status.startswith("⚠ Не сохранено: ошибка на сервере") and "Сохранено" not in status.replace("сохранено", "")
+
+
+def test_ui_corrections_speak_russian_and_refresh_the_table(local, photos):
+    "The save message and the corrections table use the UI's Russian labels; the table is refreshed after a correction."
+    session = Session(local)
+    _, (result,), (row,) = session.categorise([("cutout.png", photos["transparent"][0])])
+    wrong = next(i for i in range(10) if i != result["class_index"])
+    status, after = session.pick(row, ru_label(local, wrong))
+    assert status == f"Сохранено: {ru_label(local, wrong)} (модель: {ru_label(local, result['class_index'])})."
+    table = next(c for c in session.config["components"] if c["type"] == "dataframe")
+    (refresh,) = after
+    assert refresh["outputs"] == [table["id"]]
+    done = session.run(refresh["id"], [])
+    newest = done["output"]["data"][0]["data"][0]
+    assert newest[1:3] == ["cutout.png", ru_label(local, result["class_index"])] and newest[4] == ru_label(local, wrong)
+
+
+def test_ui_failed_and_doubtful_photos_come_first_and_are_named(local, photos, monkeypatch):
+    "Failed photos first, then those needing review, then the rest (upload order within each); the summary names them."
+    engine = local.app.state.engine
+    kinds = ["png", "jpeg", "webp", "exif", "bmp"]
+    conf = {k: r["confidence"] for k, r in zip(kinds, engine.predict_images([photos[k][0] for k in kinds]))}
+    low = sorted(conf.values())
+    assert low[1] < low[2]
+    monkeypatch.setattr(engine, "review_threshold", (low[1] + low[2]) / 2)  # the two least sure need review
+    names = {k: f"{k}_photo.{k}" for k in kinds}
+    files = [(names[k], photos[k][0]) for k in kinds[:2]] + [("notes.txt", b"hello")]
+    files += [(names[k], photos[k][0]) for k in kinds[2:]]
+    summary, public, rows = session_rows = Session(local).categorise(files)
+    assert session_rows and [r["filename"] for r in public] == [f for f, _ in files]  # the JSON keeps upload order
+    review = [names[k] for k in kinds if conf[k] < engine.review_threshold]
+    rest = [names[k] for k in kinds if conf[k] >= engine.review_threshold]
+    assert [r["name"] for r in rows] == ["notes.txt", *review, *rest]
+    named = ", ".join(n.replace("_", "\\_") for n in review)  # Markdown: a file name shows as it is
+    assert summary == f"Обработано фото: 5. Требуют проверки: 2 ({named}). Ошибок: 1 (notes.txt)."
+
+
+def test_ui_summary_names_at_most_ten():
+    from app.ui import _summary
+
+    results = [{"filename": f"{i}.jpg", "needs_review": True} for i in range(13)] + [
+        {"filename": "x", "error": "empty"}
+    ]
+    assert _summary(results) == (
+        "Обработано фото: 13. Требуют проверки: 13 (0.jpg, 1.jpg, 2.jpg, 3.jpg, 4.jpg, 5.jpg, 6.jpg, 7.jpg, 8.jpg, 9.jpg"
+        " и ещё 3). Ошибок: 1 (x)."
+    )
+
+
+def test_ui_bad_files_fail_alone_in_russian(local, photos):
+    "A non-image or an extensionless JPEG in a selection: not a whole-selection refusal, each file gets its own row."
+    summary, public, rows = Session(local).categorise(
+        [("notes.txt", b"hello"), ("IMG_0042", photos["jpeg"][0]), ("blank.png", b"")]
+    )
+    assert summary.startswith("Обработано фото: 1.") and summary.endswith("Ошибок: 2 (notes.txt, blank.png).")
+    assert [r.get("error") for r in public] == ["not_an_image", None, "empty"] and public[1]["category"]
+    texts = {r["name"]: r["texts"] for r in rows}
+    assert texts["notes.txt"] == [
+        "**Не удалось распознать:** это не изображение. Загрузите фото в формате PNG, JPEG, WebP, BMP, GIF или TIFF."
+    ]
+    assert texts["blank.png"] == ["**Не удалось распознать:** файл пустой (0 байт). Загрузите сам файл фото ещё раз."]
+
+
+def test_ui_error_messages_cover_the_engine_codes():
+    "Every error code of the engine has a Russian message without the HTTP status; an unknown code shows its detail."
+    from app.ui import _error_ru
+    from fashioncat import serving
+
+    codes = {c.code for c in vars(serving).values() if isinstance(c, type) and issubclass(c, serving.ServingError)}
+    codes -= {"bad_request"}  # the base class: never raised by itself
+    for code in codes:
+        msg = _error_ru({"error": code, "status": 415, "detail": "English"}, 20_000)
+        assert re.search("[а-я]", msg) and "415" not in msg and "English" not in msg, (code, msg)
+    assert "19,5 КБ" in _error_ru({"error": "too_large", "status": 413, "detail": "x"}, 20_000)
+    assert _error_ru({"error": "teapot", "status": 418, "detail": "I'm a teapot"}, 1) == "I'm a teapot"
+
+
+def test_ui_header_announces_the_limits(local):
+    "The page says how many photos at once and how large each may be, from the settings."
+    config = local.get("/ui/config").json()
+    header = next(c["props"]["value"] for c in config["components"] if c["type"] == "markdown")
+    assert "до 7 фото за раз, каждое не больше 3 МБ" in header
+
+
+def test_sizes_in_russian():
+    from app.ui import _size_ru
+
+    assert [_size_ru(n) for n in (10 * 2**20, 3 * 2**19, 20_000, 512)] == ["10 МБ", "1,5 МБ", "19,5 КБ", "512 байт"]
+
+
+def test_review_mark_never_reads_below_an_equal_threshold():
+    "With the review threshold at 0.9555, a confidence of 0.955 is not shown as '96% below 96%'."
+    from types import SimpleNamespace
+
+    from app.ui import _review_md
+
+    engine = SimpleNamespace(review_threshold=0.9555)
+    text = _review_md({"confidence": 0.955044, "needs_review": True}, engine)
+    assert text.endswith("Требует проверки</span>: уверенность 95.5% ниже порога 95.55%")
+    assert _review_md({"confidence": 0.95549, "needs_review": True}, engine).endswith("95.5% ниже порога 95.55%")
+    assert _review_md({"confidence": 0.9555, "needs_review": False}, engine).endswith(": 95.6% (порог 95.55%)")
+    engine = SimpleNamespace(review_threshold=0.956)  # one decimal would round these onto the wrong side of it
+    assert _review_md({"confidence": 0.9558, "needs_review": True}, engine).endswith(
+        ": уверенность 95.5% ниже порога 95.6%"
+    )
+    assert _review_md({"confidence": 0.9560, "needs_review": False}, engine).endswith(": 95.6% (порог 95.6%)")
+    assert _review_md({"confidence": 0.98, "needs_review": False}, SimpleNamespace(review_threshold=0.6)).endswith(
+        ": 98.0% (порог 60%)"
+    )
