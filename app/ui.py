@@ -111,6 +111,11 @@ def _example_hashes() -> frozenset[str]:
     return frozenset(hashlib.sha256(p.read_bytes()).hexdigest() for p in EXAMPLES_DIR.glob("*.png"))
 
 
+def _refusal(message: str) -> gr.Error:
+    "An expected refusal, shown to the merchandiser; not a server fault, so no traceback in the server's log."
+    return gr.Error(message, title="Ошибка", print_exception=False)
+
+
 class UI:
     "The UI's functions, bound to the app whose lifespan provides the engine and the feedback store."
 
@@ -134,11 +139,11 @@ class UI:
             return [], "Загрузите одно или несколько фото товаров.", []
         s: Settings = self.app.state.settings
         if len(files) > s.max_batch:
-            raise gr.Error(f"Слишком много фото за один раз: {len(files)}. Загрузите не больше {s.max_batch}.")
+            raise _refusal(f"Слишком много фото за один раз: {len(files)}. Загрузите не больше {s.max_batch}.")
         roots = [Path(get_upload_folder()).resolve(), EXAMPLES_DIR.resolve()]
         for f in files:  # only what was uploaded (or an example): never another file of the server
             if not any(Path(f).resolve().is_relative_to(root) for root in roots):
-                raise gr.Error(f"Файл {Path(f).name!r} не был загружен: загрузите фото через форму.")
+                raise _refusal(f"Файл {Path(f).name!r} не был загружен: загрузите фото через форму.")
         items = [(Path(f).name, _read(Path(f), s.max_bytes)) for f in files]
         results = run_categorise(self.engine, self.app.state.metrics, items)
         shown, public = [], []
@@ -163,7 +168,7 @@ class UI:
         labels |= {_label(engine, i).casefold(): i for i in range(len(engine.classes))}
         i = labels.get(str(category or "").strip().casefold())
         if i is None:
-            raise gr.Error(f"Неизвестная категория: {category!r}")
+            raise _refusal(f"Неизвестная категория: {category!r}")
         return i
 
     def correct(self, item_id: str, category: str) -> str:
@@ -172,7 +177,7 @@ class UI:
         i = self._index(category)
         item = self.recent.get(item_id)
         if item is None:
-            raise gr.Error("Этот результат устарел: загрузите фото заново.")
+            raise _refusal("Этот результат устарел: загрузите фото заново.")
         return self._save(item, i)
 
     def correct_row(self, item: dict | None, category: str | None) -> str:
@@ -180,7 +185,7 @@ class UI:
         what was saved, or, if nothing was, why (never a stale "Сохранено")."""
         try:
             if not item:
-                raise gr.Error("Этот результат устарел: загрузите фото заново.")
+                raise _refusal("Этот результат устарел: загрузите фото заново.")
             return self._save(item, self._index(category))
         except gr.Error as e:
             return f"⚠ Не сохранено. {e.message}"
@@ -195,7 +200,7 @@ class UI:
         engine = self.engine
         image = Path(item["path"]).read_bytes()
         if hashlib.sha256(image).hexdigest() in _example_hashes():
-            raise gr.Error(
+            raise _refusal(
                 "Это пример из тестового набора: его исправления не сохраняются, чтобы тестовые фото не попали в обучение."
             )
         saved = self.store.add(

@@ -142,13 +142,15 @@ def test_ui_categorise_and_correct(server, ui, photos):
     assert not [x for x in labels if "file=/" in x or csv_path.rsplit("/", 1)[-1] in x], labels
 
 
-def test_ui_rejects_unknown_category_and_stale_ids(ui):
+def test_ui_rejects_unknown_category_and_stale_ids(server, ui):
     from gradio_client.exceptions import AppError
 
     with pytest.raises(AppError, match="Неизвестная категория"):
         ui.predict("whatever", "Kilt", api_name="/correct")
     with pytest.raises(AppError, match="устарел"):
         ui.predict("no-such-id", "Trouser", api_name="/correct")
+    log = (server["data_dir"] / "server.log").read_text()
+    assert "Неизвестная категория" not in log and "Traceback" not in log, log[-2000:]  # refusals, not server faults
 
 
 def call(http, name: str, data: list) -> tuple[str, object]:
