@@ -21,27 +21,30 @@ KINDS = ["jpeg", "png", "webp", "exif"]
 
 
 def photos(folder: Path, model: Path) -> list[Path]:
-    "Four catalogue-style photos of test images: the first three (of different classes) the model accepts, then the first it flags for review."
+    "Four catalogue-style photos of test images: three (of different classes) the model accepts, then one it flags."
     from fashioncat.data import CLASS_NAMES, load_split
     from fashioncat.serving import Engine, catalogue_photo
 
     x, y = load_split("test")
     engine = Engine(model)
-    sure, doubtful = [], None
+    chosen = {}  # slot -> (test index, photo); slots 0-2 accepted, slot 3 flagged for review
     for i in range(len(y)):
-        r = engine.predict_images([x[i]])[0]
-        if r["needs_review"] and doubtful is None:
-            doubtful = i
-        elif not r["needs_review"] and len(sure) < 3 and y[i] not in [y[j] for j in sure]:
-            sure.append(i)
-        if doubtful is not None and len(sure) == 3:
+        sure = [k for k in chosen if k < 3]
+        for slot in ([len(sure)] if len(sure) < 3 and y[i] not in [y[chosen[k][0]] for k in sure] else []) + [3] * (
+            3 not in chosen
+        ):
+            photo = catalogue_photo(x[i], KINDS[slot], seed=slot)
+            if engine.predict_images([photo])[0]["needs_review"] == (slot == 3):
+                chosen[slot] = (i, photo)
+                break
+        if len(chosen) == 4:
             break
     out = []
-    for k, (i, kind) in enumerate(zip([*sure, doubtful], KINDS)):
-        data = catalogue_photo(x[i], kind, seed=k)
-        ext = {"jpeg": "jpg", "exif": "jpg", "transparent": "png", "grey_bg": "png"}.get(kind, kind)
-        p = folder / f"{CLASS_NAMES[y[i]].split('/')[0].lower().replace(' ', '-')}-{k + 1}.{ext}"
-        p.write_bytes(data)
+    for slot in range(4):
+        i, photo = chosen[slot]
+        ext = {"jpeg": "jpg", "exif": "jpg"}.get(KINDS[slot], KINDS[slot])
+        p = folder / f"{CLASS_NAMES[y[i]].split('/')[0].lower().replace(' ', '-')}-{slot + 1}.{ext}"
+        p.write_bytes(photo)
         out.append(p)
     return out
 

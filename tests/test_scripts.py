@@ -133,3 +133,18 @@ def test_run_notebooks_keeps_the_document_and_drops_the_noise(tmp_path):
     before = path.read_text()
     assert not rn.run(path, set()) and path.read_text() == before  # an error leaves the notebook as it was
     assert not (tmp_path / "ran-on").exists()  # and stops it there
+
+
+def test_ui_screenshot_photos_are_three_sure_and_one_doubtful(tmp_path):
+    "The screenshot's photos: three accepted answers of different classes, then one the model flags for review."
+    from fashioncat.serving import Engine
+
+    files = _load("ui_screenshot").photos(tmp_path, ROOT / "models" / "fashioncat-int8.onnx")
+    res = Engine(ROOT / "models" / "fashioncat-int8.onnx").predict_images([f.read_bytes() for f in files])
+    assert [r["needs_review"] for r in res] == [False, False, False, True], res
+    assert len({f.name.split("-")[0] for f in files[:3]}) == 3 and [f.suffix for f in files] == [
+        ".jpg",
+        ".png",
+        ".webp",
+        ".jpg",
+    ]
