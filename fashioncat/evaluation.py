@@ -471,6 +471,9 @@ def model_card(m:dict, # from `evaluate`
           '- The test set comes from the same source as the training data; accuracy on a real catalogue is not measured here. Watch the share of `needs_review` predictions in production (the dashboard\'s drift alert).', '',
           '## Reproduce', '', '```bash', 'make install  # the venv with the training extras (.venv)']
     if rec: L += ['fashioncat_train --config CONFIG.yaml  # the recipe above (the production recipe is configs/production.yaml)']
+    needs = list(dict.fromkeys(p for p in [(rec.get('training') or {}).get('init_from'), *((rec.get('training') or {}).get('teachers') or [])] if p)) if rec else []
+    if needs: L[-1:-1] = [f'# first: the {len(needs)} model folder(s) the recipe starts from (training.init_from) or distils from (training.teachers),',
+                          '# trained beforehand by their own recipes (for the production recipe: stage 1, README "Training"); it stops at once without them']
     if v and v.get('command'): L += [v['command'] + '  # temperature and review threshold, written into config.json']
     if md['kind'] == 'onnx': L += [f"fashioncat_export --model {source or 'MODEL_FOLDER'} --out {Path(md['path']).parent}  # the fp32 and int8 ONNX files"]
     L += [(m.get('command') or f"fashioncat_evaluate --model {md['path']}") + '  # this report', 'fashioncat_gate  # the quality gate (also part of `make test`)', '```', '']
