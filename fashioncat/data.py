@@ -283,6 +283,6 @@ def read_feedback(path:str|Path, # a CSV written by the UI's export (`FeedbackSt
             if px.size != 784 or px.min() < 0 or px.max() > 255: raise ValueError(f"{where}: pixels must be 784 values from 0 to 255, got {px.size}")
             if not 0 <= label < len(CLASS_NAMES): raise ValueError(f"{where}: chosen_index {label} is not a class number (0-{len(CLASS_NAMES) - 1})")
             img = px.astype(np.uint8).reshape(28, 28)
-            latest.pop(img.tobytes(), None); latest[img.tobytes()] = (img, label)  # the last correction wins, in file order
+            key = img.tobytes(); latest.pop(key, None); latest[key] = (img, label)  # the last correction wins, in file order
     if not latest: return np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.int64)
     return np.stack([i for i, _ in latest.values()]), np.array([l for _, l in latest.values()], np.int64)

@@ -21,7 +21,7 @@ from . import __version__
 from .data import CLASS_NAMES, CLASS_NAMES_RU, load_split, split_train_valid, recipe_split
 from .evaluation import FLOORS, classification_metrics
 from .models import FashionNet, load_model, read_config, count_params, arch_name, tta_gain, writable_folder
-from .serving import as_batch
+from .serving import as_batch, _ROOT  # _ROOT: the repository root, as serving finds it
 
 # %% auto #0
 __all__ = ['QUANT_OPS', 'MAX_DROP', 'MAX_BYTES', 'ServedModel', 'served_model', 'onnx_metadata', 'export_onnx', 'session',
@@ -310,8 +310,6 @@ def _summary(rep:dict, folder:Path):
             l = rep['latency'][k]; print(f"{k}: batch 1, 1 thread p50 {l['batch1_1thread']['p50_ms']:.3f} ms p95 {l['batch1_1thread']['p95_ms']:.3f} ms; "
                                          f"batch 256, 2 threads {l['batch256_2threads']['images_per_s']:,.0f} images/s")
     print(f"report: {folder/'export_report.json'}")
-
-_ROOT = Path(__file__).resolve().parents[1] if '__file__' in globals() else Path.cwd().parent
 
 @call_parse
 def main(model:Param("trained model folder (config.json + model.safetensors)", str)='models/fashioncat',

@@ -539,7 +539,8 @@ def _preflight(cfg:Config)->str:
         try: read_feedback(p)
         except ValueError as e: raise ConfigError(f"data.feedback: {e}") from None
     t = cfg.training  # the models a run starts from or distils from, before any folder or log is made
-    for key, p in [('init_from', t.init_from)] * bool(t.init_from) + [('teachers', p) for p in t.teachers or []]: _model_folder(key, p)
+    if t.init_from: _model_folder('init_from', t.init_from)
+    for p in t.teachers or []: _model_folder('teachers', p)
     return device
 
 def setup_run(cfg:Config, verbose:bool=False)->tuple[logging.Logger, str]:
