@@ -6,19 +6,18 @@ cfg_file = ConfigParser(delimiters=['='])
 cfg_file.read('settings.ini')
 cfg = cfg_file['DEFAULT']
 
-licenses = {'apache2': ('Apache Software License 2.0', 'OSI Approved :: Apache Software License')}
-statuses = ['Planning', 'Pre-Alpha', 'Alpha', 'Beta', 'Production/Stable', 'Mature', 'Inactive']
+licenses = {'apache2': 'Apache-2.0'}  # SPDX expressions: setuptools >= 77 deprecates license classifiers
+statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Production/Stable', '6 - Mature', '7 - Inactive']  # trove names; settings.ini's status is the number
 py_versions = '3.10 3.11 3.12'.split()
 
 def reqs(key): return shlex.split(cfg.get(key, ''))
 
-lic = licenses[cfg['license']]
 min_python = cfg['min_python']
 setuptools.setup(
     name=cfg['lib_name'],
-    license=lic[0],
-    classifiers=['Development Status :: ' + statuses[int(cfg['status'])], 'Intended Audience :: ' + cfg['audience'].title(),
-                 'License :: ' + lic[1], 'Natural Language :: ' + cfg['language'].title()]
+    license=licenses[cfg['license']],
+    classifiers=['Development Status :: ' + statuses[int(cfg['status']) - 1], 'Intended Audience :: ' + cfg['audience'].title(),
+                 'Natural Language :: ' + cfg['language'].title()]
                 + ['Programming Language :: Python :: ' + o for o in py_versions[py_versions.index(min_python):]],
     url=cfg['git_url'],
     packages=setuptools.find_packages(include=['fashioncat', 'fashioncat.*']),
