@@ -89,6 +89,14 @@ CANDIDATES |= {
     },
     # the shipped recipe from scratch (as kd-scratch, with reg's regularisation), for as many epochs as the budget allows
     "kd-scratch-t5": {**CANDIDATES["reg"], **CANDIDATES["bs512"], **KD, "training.teachers": TEACHERS_5},
+    # a second fine-tune, from the other distilled model in git (its own recipe: batch 512, stage 1's regularisation),
+    # so that a short second call gives two chances from a trained start beside the run from scratch
+    "kd-bs512-t5": {
+        **CANDIDATES["kd-bs512"],
+        "training.teachers": TEACHERS_5,
+        "training.init_from": "teachers/kd-bs512",
+        "training.lr": 0.001,
+    },
 }
 
 _RUNNER = (
