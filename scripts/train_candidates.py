@@ -64,7 +64,8 @@ CANDIDATES |= {
     "kd-pure": {**CANDIDATES["kd-bs512"], "training.distill_weight": 1.0, "training.distill_temperature": 1.0},
     "kd-scratch": {**CANDIDATES["bs512"], **KD},  # no init_from: the stage-1 learning rate
 }
-# Prepared for a fourth GPU run. The students sit 0.2-0.3 points under their four teachers together (95.45% validation,
+# The fourth GPU run (experiments/gpu_teachers5/: neither teacher was stronger alone than the 1.23 M networks, 95.2-95.3%
+# validation). Why it was tried: the students sit 0.2-0.3 points under their four teachers together (95.45% validation,
 # 95.60% test), and the teachers' test-time flip adds nothing to the four together (95.47% / 95.56%, measured on the
 # CPU on 2026-11-27), so the lever left is stronger teachers: bigger networks, never served (so not held to issue 3's
 # 2 M parameters or issue 5's speed), trained like `reg`.
@@ -75,8 +76,8 @@ CANDIDATES |= {
 TEACHER_ONLY |= {"t-64", "t-deep"}
 # The four teachers above lived in .teachers/ (git-ignored) and did not survive a fresh checkout. Three earlier shipped
 # models are kept in git instead (teachers/README.md): averaged, they are as strong (95.48% validation, 95.45% test).
-# So the students of the next lease distil from those three and the two new big teachers, which a first call in the
-# same lease leaves in .teachers/ (scripts/gpu_train.sh); commit those too (teachers/README.md says how).
+# So the fourth lease's students distilled from those three and the two big teachers, which its first call left in
+# .teachers/ (scripts/gpu_train.sh) and which were not kept after (too big to travel beside the tree and the data).
 TEACHERS_GIT = ["teachers/kd-reg512", "teachers/kd-bs512", "teachers/deep4-bs256"]
 TEACHERS_5 = [*TEACHERS_GIT, ".teachers/t-64", ".teachers/t-deep"]
 CANDIDATES |= {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # After a lent GPU machine's first call (scripts/gpu_train.sh --only t-64 t-deep ...): unpack each returned t-*.tgz's
-# best model (fp16) into .teachers/<name>, which the second call carries (so it also works if the machine went cold
-# between the calls), and into teachers/<name>, to commit (teachers/README.md), so that later checkouts keep it.
+# best model (fp16) into .teachers/<name>, the path the kd-*-t5 students name, and into teachers/<name>, to commit
+# (teachers/README.md: mind the 64 MiB a call carries), so that later checkouts keep it.
 #   bash scripts/unpack_teachers.sh FOLDER   # FOLDER: where the call's files came back (its files_at)
 set -euo pipefail
 cd "$(dirname "$0")/.."
