@@ -29,6 +29,17 @@ for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte 
   [ -n "$src" ] || { echo "gpu_stage: $f(.gz) not found in $DATA: set FASHIONCAT_DATA (make data installs it)"; exit 1; }
   case "$src" in *.gz) cp "$src" .fmnist/ ;; *) gzip -c "$src" >".fmnist/$f.gz" ;; esac
 done
+# What a call sends: the tracked and the untracked-but-not-ignored files, and the carried .whl and .fmnist. A call takes
+# 64 MiB at most, and this comes near it (the fourth GPU session: 65.4 MB of 67.1), so say how near before a lease.
+"$PY" - <<'PYEOF'
+import os, subprocess
+out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], capture_output=True, text=True, check=True).stdout
+n = sum(os.path.getsize(f) for f in out.split("\0") if f and os.path.isfile(f))
+n += sum(os.path.getsize(os.path.join(r, f)) for d in (".whl", ".fmnist") for r, _, fs in os.walk(d) for f in fs)
+left = 64 * 2**20 - n
+print(f"gpu_stage: a call carrying .whl and .fmnist sends {n / 2**20:.1f} MiB of the 64 MiB it may"
+      + ("" if left > 0 else ": TOO MUCH, the call will be refused; carry less or track less (teachers/README.md)"))
+PYEOF
 git diff --quiet HEAD -- fashioncat scripts configs 2>/dev/null ||
   echo "gpu_stage: fashioncat/, scripts/ or configs/ has uncommitted changes: commit them first, so the runs record what ran"
 echo "gpu_stage: dataset in .fmnist/; on the GPU machine, carrying .whl and .fmnist:"
