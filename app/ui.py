@@ -30,6 +30,7 @@ EXAMPLES_DIR = Path(__file__).parent / "examples"
 # results kept for the API's `correct` (id -> upload path, view, answer); the UI's rows keep their own, in the session
 _RECENT_MAX = 1000
 _NAMED_MAX = 10  # files named in the summary, then "и ещё N"
+_STALE = "Этот результат устарел: загрузите фото заново."  # a correction of a result no longer at hand
 # Gradio's queue polls for work every 1 ms when it has none, on the API's event loop: 3.8% of a core here with nobody
 # on the UI (0.6% at 20 ms), and wake-ups between every API request. 20 ms (progress: 100 ms) is unnoticeable to a person clicking.
 QUEUE_POLL_S, PROGRESS_POLL_S = 0.02, 0.1
@@ -177,7 +178,7 @@ class UI:
         i = self._index(category)
         item = self.recent.get(item_id)
         if item is None:
-            raise _refusal("Этот результат устарел: загрузите фото заново.")
+            raise _refusal(_STALE)
         return self._save(item, i)
 
     def correct_row(self, item: dict | None, category: str | None) -> str:
@@ -185,7 +186,7 @@ class UI:
         what was saved, or, if nothing was, why (never a stale "Сохранено")."""
         try:
             if not item:
-                raise _refusal("Этот результат устарел: загрузите фото заново.")
+                raise _refusal(_STALE)
             return self._save(item, self._index(category))
         except gr.Error as e:
             return f"⚠ Не сохранено. {e.message}"

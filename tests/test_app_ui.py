@@ -580,8 +580,8 @@ def test_ui_failed_and_doubtful_photos_come_first_and_are_named(local, photos, m
     names = {k: f"{k}_photo.{k}" for k in kinds}
     files = [(names[k], photos[k][0]) for k in kinds[:2]] + [("notes.txt", b"hello")]
     files += [(names[k], photos[k][0]) for k in kinds[2:]]
-    summary, public, rows = session_rows = Session(local).categorise(files)
-    assert session_rows and [r["filename"] for r in public] == [f for f, _ in files]  # the JSON keeps upload order
+    summary, public, rows = Session(local).categorise(files)
+    assert [r["filename"] for r in public] == [f for f, _ in files]  # the JSON keeps upload order
     review = [names[k] for k in kinds if conf[k] < engine.review_threshold]
     rest = [names[k] for k in kinds if conf[k] >= engine.review_threshold]
     assert [r["name"] for r in rows] == ["notes.txt", *review, *rest]
