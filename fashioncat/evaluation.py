@@ -542,10 +542,9 @@ def main(model:Param("model folder (config.json + model.safetensors) or .onnx fi
             print(f"calibrated on {c['calibration']['n']:,} validation images: temperature {c['temperature']:.4f} "
                   f"(ECE {c['calibration']['ece_before']:.4f} -> {c['calibration']['ece_after']:.4f}); review threshold {c['review_threshold']:.4f}: "
                   f"precision {_f(c['review_precision'])} on the accepted, {c['review_share']:.1%} flagged; written to {mp/'config.json'}")
-        if feedback: read_feedback(feedback)  # a broken file stops the command before the long part
+        fa = feedback_agreement(mp, feedback, threads) if feedback else None  # first: a broken file stops it before the long part
         m = write_report(mp, out, data, n_robust, threads, source, cmd)
-        if feedback:
-            fa = feedback_agreement(mp, feedback, threads); (Path(out)/'feedback.json').write_text(json.dumps(fa, indent=1))
+        if fa: (Path(out)/'feedback.json').write_text(json.dumps(fa, indent=1))
     except (OSError, ValueError, ModelError) as e: sys.exit(f"fashioncat_evaluate: {e}")
     print(f"{model}: accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f}, top-2 {m['top2_accuracy']:.4f}, log loss {m['log_loss']:.4f}, "
           f"ECE {m['calibration']['ece']:.4f}; spec floors: {'met' if not m['floor_failures'] else str(len(m['floor_failures'])) + ' missed'}")

@@ -29,10 +29,9 @@ def photos(folder: Path, model: Path) -> list[Path]:
     engine = Engine(model)
     chosen = {}  # slot -> (test index, photo); slots 0-2 accepted, slot 3 flagged for review
     for i in range(len(y)):
-        sure = [k for k in chosen if k < 3]
-        for slot in ([len(sure)] if len(sure) < 3 and y[i] not in [y[chosen[k][0]] for k in sure] else []) + [3] * (
-            3 not in chosen
-        ):
+        sure = [y[j] for k, (j, _) in chosen.items() if k < 3]  # the classes of the accepted photos so far
+        slots = [len(sure)] if len(sure) < 3 and y[i] not in sure else []
+        for slot in slots + ([3] if 3 not in chosen else []):
             photo = catalogue_photo(x[i], KINDS[slot], seed=slot)
             if engine.predict_images([photo])[0]["needs_review"] == (slot == 3):
                 chosen[slot] = (i, photo)
