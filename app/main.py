@@ -2,7 +2,7 @@
 
     uvicorn app.main:app --host 127.0.0.1 --port 8000      # or: make serve
 
-Settings come from `FASHIONCAT_*` environment variables (`fashioncat.serving.Settings`).
+Settings come from `FASHIONCAT_*` environment variables (`app.core.config.Settings`).
 """
 
 import asyncio
@@ -15,15 +15,17 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 import fashioncat
-from fashioncat.serving import Engine, Settings
+from fashioncat.serving import Engine
 
-from .errors import install_error_handlers
-from .feedback import FeedbackStore
-from .logs import app_log, setup_logging
-from .metrics import PROCESS_SAMPLE_S, Metrics
-from .middleware import RequestContext
-from .routers import predict, system
-from .ui_mount import mount_ui_placeholder, start_ui
+from .core.config import Settings
+
+from .core.errors import install_error_handlers
+from .ui.feedback import FeedbackStore
+from .core.logs import app_log, setup_logging
+from .core.metrics import PROCESS_SAMPLE_S, Metrics
+from .core.middleware import RequestContext
+from .api.routes import predict, system
+from .ui.mount import mount_ui_placeholder, start_ui
 
 
 @asynccontextmanager
@@ -92,7 +94,7 @@ def create_app(settings: Settings | None = None, ui: bool = True) -> FastAPI:
             "per-process state; serve it from a one-worker instance, or set FASHIONCAT_UI_ENABLED=false to silence this"
         )
     elif ui and settings.ui_enabled:  # FASHIONCAT_UI_ENABLED=false: API only
-        mount_ui_placeholder(app)  # the Gradio app replaces it once the lifespan has built it (app/ui_mount.py)
+        mount_ui_placeholder(app)  # the Gradio app replaces it once the lifespan has built it (app/ui/mount.py)
     app.add_middleware(RequestContext, metrics=app.state.metrics)
     return app
 

@@ -569,7 +569,7 @@ def main(config:Param("YAML training config", str)='configs/config.yaml',
     print(json.dumps(r, indent=2))
 
 # %% ../nbs/02_training.ipynb #8cc8fce7
-SWEEP_KEYS, SWEEP_OUT = ('base', 'grid', 'architectures', 'out'), 'experiments/sweep.csv'
+SWEEP_KEYS, SWEEP_OUT = ('base', 'grid', 'architectures', 'out'), 'reports/sweep/sweep.csv'
 
 def _set(d:dict, dotted:str, v):
     *path, last = dotted.split('.')

@@ -5,7 +5,7 @@
     sudo apt-get install -y chromium                         # or `playwright install chromium` where the internet is reachable
     .venv/bin/python scripts/ui_screenshot.py --url http://127.0.0.1:8000/ui/ --out docs/ui.png
 
-It dresses four Fashion-MNIST test images as catalogue photos (`fashioncat.serving.catalogue_photo`: white background,
+It dresses four Fashion-MNIST test images as catalogue photos (`fashioncat.photos.catalogue_photo`: white background,
 larger, several formats), three the model is sure of and one it flags for review, uploads them in a headless Chromium
 as a merchandiser would, presses the button and saves the page once the results are drawn.
 """
@@ -23,7 +23,8 @@ KINDS = ["jpeg", "png", "webp", "exif"]
 def photos(folder: Path, model: Path) -> list[Path]:
     "Four catalogue-style photos of test images: three (of different classes) the model accepts, then one it flags."
     from fashioncat.data import CLASS_NAMES, load_split
-    from fashioncat.serving import Engine, catalogue_photo
+    from fashioncat.photos import catalogue_photo
+    from fashioncat.serving import Engine
 
     x, y = load_split("test")
     engine = Engine(model)

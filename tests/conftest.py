@@ -33,7 +33,7 @@ def test_set():
 @pytest.fixture(scope="session")
 def photos(test_set):
     "One catalogue-style photo of each kind, from real test images: {kind: (bytes, label)}."
-    from fashioncat.serving import PHOTO_KINDS, catalogue_photo
+    from fashioncat.photos import PHOTO_KINDS, catalogue_photo
 
     x, y = test_set
     return {k: (catalogue_photo(x[i], k, seed=i), int(y[i])) for i, k in enumerate(PHOTO_KINDS)}

@@ -17,9 +17,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.logs import JSONFormatter
+from app.core.logs import JSONFormatter
 from app.main import create_app
-from fashioncat.serving import PHOTO_KINDS, Engine, Settings, catalogue_photo, prepare
+from app.core.config import Settings
+from fashioncat.photos import PHOTO_KINDS, catalogue_photo, prepare
+from fashioncat.serving import Engine
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "app" / "examples").glob("*.png"))  # real test images, one per category
@@ -205,18 +207,18 @@ def test_oversized_chunked_upload_is_refused_while_streaming(client):
 
 def test_oversized_image_is_refused_before_decoding(model_path, tmp_path, monkeypatch):
     "Over FASHIONCAT_MAX_BYTES, on every way in: 413 from the byte count, the image never opened."
-    import app.service
-    import app.uploads
+    import app.core.service
+    import app.api.uploads
 
     def never(*a, **kw):
         raise AssertionError("an oversized image was opened")
 
-    monkeypatch.setattr(app.service, "photo_view", never)
+    monkeypatch.setattr(app.core.service, "photo_view", never)
     data = EXAMPLES[7].read_bytes()  # 5,533 bytes
     b64 = base64.b64encode(data).decode()
     with TestClient(make_app(model_path, tmp_path, max_bytes=1000)) as c:
-        for direct_max in (app.uploads._DIRECT_MAX, 0):  # read directly, then by the general multipart parser
-            monkeypatch.setattr(app.uploads, "_DIRECT_MAX", direct_max)
+        for direct_max in (app.api.uploads._DIRECT_MAX, 0):  # read directly, then by the general multipart parser
+            monkeypatch.setattr(app.api.uploads, "_DIRECT_MAX", direct_max)
             r = c.post("/predict", files={"file": ("a.png", data, "image/png")})
             assert (r.status_code, r.json()["error"]) == (413, "too_large")
             assert "the limit is 1,000" in r.json()["detail"]
@@ -360,7 +362,7 @@ def test_single_file_reads_what_the_multipart_parser_reads(name):
     from starlette.datastructures import Headers, UploadFile
     from starlette.formparsers import MultiPartException, MultiPartParser
 
-    from app.uploads import single_file
+    from app.api.uploads import single_file
 
     ctype, body, direct = MULTIPART[name]
 
@@ -385,17 +387,17 @@ def test_single_file_reads_what_the_multipart_parser_reads(name):
 @pytest.mark.parametrize("name", list(MULTIPART))
 def test_every_shape_of_multipart_gets_the_same_answer(client, photos, name):
     "Read directly or by the general parser, the API answers each body as it did with the parser alone."
-    import app.uploads
+    import app.api.uploads
 
     ctype, body, _ = MULTIPART[name]
     body = body.replace(_DATA, photos["png"][0])
     answers = []
-    for direct_max in (app.uploads._DIRECT_MAX, 0):  # 0: every body goes to the general parser
-        old, app.uploads._DIRECT_MAX = app.uploads._DIRECT_MAX, direct_max
+    for direct_max in (app.api.uploads._DIRECT_MAX, 0):  # 0: every body goes to the general parser
+        old, app.api.uploads._DIRECT_MAX = app.api.uploads._DIRECT_MAX, direct_max
         try:
             r = client.post("/predict", content=body, headers={"content-type": ctype})
         finally:
-            app.uploads._DIRECT_MAX = old
+            app.api.uploads._DIRECT_MAX = old
         j = r.json()
         answers.append((r.status_code, j.get("category"), j.get("filename"), j.get("error"), j.get("detail")))
     assert answers[0] == answers[1]
@@ -403,8 +405,8 @@ def test_every_shape_of_multipart_gets_the_same_answer(client, photos, name):
 
 def test_small_pngs_are_categorised_on_the_event_loop(client, photos, test_set, monkeypatch):
     "A Fashion-MNIST-sized PNG skips the threadpool; photos, large PNGs and other formats still go there."
-    import app.routers.predict
-    from app.service import INLINE_MAX_PIXELS, inline_ok
+    import app.api.routes.predict
+    from app.core.service import INLINE_MAX_PIXELS, inline_ok
 
     x, _ = test_set
     small = png(x[0])
@@ -412,15 +414,15 @@ def test_small_pngs_are_categorised_on_the_event_loop(client, photos, test_set, 
     assert not inline_ok(bomb()) and not inline_ok(bomb(65, 64)) and inline_ok(bomb(64, 64)) and not inline_ok(b"")
     assert (
         INLINE_MAX_PIXELS <= 64 * 64
-    )  # a few tenths of a millisecond of CPU at most (bench figures in app/service.py)
+    )  # a few tenths of a millisecond of CPU at most (bench figures in app/core/service.py)
     hops = []
-    real = app.routers.predict.run_in_threadpool
+    real = app.api.routes.predict.run_in_threadpool
 
     async def counted(*args, **kwargs):
         hops.append(args[0].__name__)
         return await real(*args, **kwargs)
 
-    monkeypatch.setattr(app.routers.predict, "run_in_threadpool", counted)
+    monkeypatch.setattr(app.api.routes.predict, "run_in_threadpool", counted)
     a = client.post("/predict", files={"file": ("a.png", small, "image/png")})
     b = client.post("/predict", files={"file": ("b.jpg", photos["jpeg"][0], "image/jpeg")})
     assert a.status_code == b.status_code == 200 and hops == ["categorise"]
@@ -486,7 +488,7 @@ def test_api_keys_on(model_path, tmp_path, photos):
         assert c.post("/predict/batch", files=[("files", f["file"])]).status_code == 401
         assert c.post("/predict/batch", files=[("files", f["file"])], headers={"X-API-Key": "k-one"}).status_code == 200
         assert c.get("/health").status_code == 200 and c.get("/metrics").status_code == 200
-        from app.routers import predict  # every /predict* route checks the key first, before it reads the upload
+        from app.api.routes import predict  # every /predict* route checks the key first, before it reads the upload
 
         for route in predict.router.routes:
             r = c.post(route.path, content=b"not even a valid body", headers={"content-type": "text/plain"})
@@ -669,9 +671,9 @@ def test_serving_and_app_import_no_torch(model_path, tmp_path):
     code = (
         "import sys, time\n"
         "for m in ('torch', 'torchvision', 'fastai', 'onnx', 'onnxscript', 'sklearn', 'safetensors'): sys.modules[m] = None\n"
-        "import fashioncat.serving, app.main, app.ui\n"
+        "import fashioncat.serving, app.main, app.ui.review\n"
         "from fastapi.testclient import TestClient\n"
-        "from fashioncat.serving import Settings\n"
+        "from app.core.config import Settings\n"
         f"s = Settings(model_path={str(model_path)!r}, data_dir={str(tmp_path)!r})\n"
         "with TestClient(app.main.create_app(s)) as c:\n"
         "    assert c.get('/ready').status_code == 200\n"
@@ -754,7 +756,7 @@ def test_a_dead_workers_memory_is_not_counted(tmp_path):
     code = (
         "import os, shutil, sys\n"
         "from pathlib import Path\n"
-        "from app.metrics import Metrics\n"
+        "from app.core.metrics import Metrics\n"
         "m = Metrics(); m.sample_process()\n"
         "d = Path(os.environ['PROMETHEUS_MULTIPROC_DIR']); own = d / f'gauge_livesum_{os.getpid()}.db'\n"
         "shutil.copy(own, d / 'gauge_livesum_999999999.db')  # a crashed worker: no such process\n"

@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 
-from app.feedback import CSV_COLUMNS, FeedbackStore
+from app.ui.feedback import CSV_COLUMNS, FeedbackStore
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "app" / "examples").glob("*.png"))
@@ -246,7 +246,7 @@ def test_ui_upload_limits(model_path, tmp_path, monkeypatch):
     from gradio.utils import get_upload_folder
 
     from app.main import create_app
-    from fashioncat.serving import Settings
+    from app.core.config import Settings
 
     small, big = EXAMPLES[1], EXAMPLES[0]  # 9,367 and 42,326 bytes
     assert small.stat().st_size < 20_000 < big.stat().st_size
@@ -310,12 +310,12 @@ def test_ui_answers_503_while_starting_then_serves(model_path, tmp_path, monkeyp
     "The API is ready before the UI: /ui answers 503 + Retry-After while the Blocks are built, then the Gradio app."
     from fastapi.testclient import TestClient
 
-    import app.ui
+    import app.ui.review
     from app.main import create_app
-    from fashioncat.serving import Settings
+    from app.core.config import Settings
 
-    gate, build = threading.Event(), app.ui.build_ui
-    monkeypatch.setattr(app.ui, "build_ui", lambda ui: gate.wait(60) and build(ui))
+    gate, build = threading.Event(), app.ui.review.build_ui
+    monkeypatch.setattr(app.ui.review, "build_ui", lambda ui: gate.wait(60) and build(ui))
     s = Settings(model_path=str(model_path), data_dir=str(tmp_path))
     with TestClient(create_app(s, ui=True)) as c:
         r = c.get("/ready")
@@ -332,12 +332,12 @@ def test_ui_answers_503_while_starting_then_serves(model_path, tmp_path, monkeyp
         gate.set()
         assert wait_ui(c)["ui"] == "ready"
         r = c.get("/ui/")
-        assert r.status_code == 200 and "gradio" in r.text.lower() and isinstance(c.app.state.ui, app.ui.UI)
+        assert r.status_code == 200 and "gradio" in r.text.lower() and isinstance(c.app.state.ui, app.ui.review.UI)
         config = c.get("/ui/config").json()  # served under the mount: the page's asset and queue URLs start at /ui
         assert config["root"].rstrip("/").endswith("/ui") and config["mode"] == "blocks"
         assert c.get("/ui/gradio_api/info").json()["named_endpoints"].keys() >= {"/categorise", "/correct"}
         queue = c.app.state.ui.blocks._queue  # the running queue polls every 20 ms when idle, not gradio's 1 ms
-        assert queue.sleep_when_free == app.ui.QUEUE_POLL_S and not queue.stopped
+        assert queue.sleep_when_free == app.ui.review.QUEUE_POLL_S and not queue.stopped
         metrics = c.get("/metrics").text
         assert 'fashioncat_requests_total{method="GET",route="/ui/{path:path}",status="503"} 2.0' in metrics
 
@@ -350,7 +350,7 @@ def test_ui_failure_leaves_the_api_serving(model_path, tmp_path):
         "assert 'gradio' not in sys.modules, 'app.main imports gradio'\n"
         "sys.modules['gradio'] = None\n"
         "from fastapi.testclient import TestClient\n"
-        "from fashioncat.serving import Settings\n"
+        "from app.core.config import Settings\n"
         f"s = Settings(model_path={str(model_path)!r}, data_dir={str(tmp_path)!r})\n"
         "with TestClient(app.main.create_app(s)) as c:\n"
         "    t = time.monotonic()\n"
@@ -409,7 +409,7 @@ def test_feedback_store_roundtrip(tmp_path):
 def test_feedback_store_keeps_one_correction_per_photo(tmp_path):
     """A file from before (no index, a photo corrected twice) opens unchanged; the photo's next correction replaces both
     rows, and two stores on one file (two processes) correcting one photo at once leave one row."""
-    from app.feedback import _SCHEMA
+    from app.ui.feedback import _SCHEMA
 
     path, sha = tmp_path / "feedback.sqlite", hashlib.sha256(b"img").hexdigest()
     with sqlite3.connect(path) as db:
@@ -470,7 +470,7 @@ def local(model_path, tmp_path_factory):
     from fastapi.testclient import TestClient
 
     from app.main import create_app
-    from fashioncat.serving import Settings
+    from app.core.config import Settings
 
     data_dir = tmp_path_factory.mktemp("ui-local")
     s = Settings(model_path=str(model_path), data_dir=str(data_dir), max_batch=7, max_bytes=3 * 2**20)
@@ -590,7 +590,7 @@ def test_ui_failed_and_doubtful_photos_come_first_and_are_named(local, photos, m
 
 
 def test_ui_summary_names_at_most_ten():
-    from app.ui import _summary
+    from app.ui.review import _summary
 
     results = [{"filename": f"{i}.jpg", "needs_review": True} for i in range(13)] + [
         {"filename": "x", "error": "empty"}
@@ -617,10 +617,10 @@ def test_ui_bad_files_fail_alone_in_russian(local, photos):
 
 def test_ui_error_messages_cover_the_engine_codes():
     "Every error code of the engine has a Russian message without the HTTP status; an unknown code shows its detail."
-    from app.ui import _error_ru
-    from fashioncat import serving
+    from app.ui.review import _error_ru
+    from fashioncat import photos
 
-    codes = {c.code for c in vars(serving).values() if isinstance(c, type) and issubclass(c, serving.ServingError)}
+    codes = {c.code for c in vars(photos).values() if isinstance(c, type) and issubclass(c, photos.ServingError)}
     codes -= {"bad_request"}  # the base class: never raised by itself
     for code in codes:
         msg = _error_ru({"error": code, "status": 415, "detail": "English"}, 20_000)
@@ -637,7 +637,7 @@ def test_ui_header_announces_the_limits(local):
 
 
 def test_sizes_in_russian():
-    from app.ui import _size_ru
+    from app.ui.review import _size_ru
 
     assert [_size_ru(n) for n in (10 * 2**20, 3 * 2**19, 20_000, 512)] == ["10 МБ", "1,5 МБ", "19,5 КБ", "512 байт"]
 
@@ -646,7 +646,7 @@ def test_review_mark_never_reads_below_an_equal_threshold():
     "With the review threshold at 0.9555, a confidence of 0.955 is not shown as '96% below 96%'."
     from types import SimpleNamespace
 
-    from app.ui import _review_md
+    from app.ui.review import _review_md
 
     engine = SimpleNamespace(review_threshold=0.9555)
     text = _review_md({"confidence": 0.955044, "needs_review": True}, engine)

@@ -397,7 +397,7 @@ def app_metrics(model_path, tmp_path_factory) -> str:
     from fastapi.testclient import TestClient
 
     from app.main import create_app
-    from fashioncat.serving import Settings
+    from app.core.config import Settings
 
     settings = Settings(model_path=str(model_path), data_dir=str(tmp_path_factory.mktemp("feedback")))
     with TestClient(create_app(settings, ui=True)) as client:

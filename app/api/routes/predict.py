@@ -1,0 +1,82 @@
+"""`POST /predict` and `POST /predict/batch`: categorise product photos."""
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+
+from ..deps import API_KEY_PARAM, checked
+from ..schemas import BatchResponse, ErrorResponse, PredictResponse
+from ...core.service import categorise, inline_ok, public
+from ..uploads import read_many, read_one
+
+_ERRORS = {s: {"model": ErrorResponse} for s in (400, 401, 413, 415, 422)}
+_IMAGE = {"type": "string", "format": "binary", "description": "PNG, JPEG, WebP, BMP, GIF (first frame) or TIFF"}
+_B64 = {"type": "string", "description": "the image file, base64 (a data: URL is accepted)"}
+
+
+def _body(multipart: dict, json_: dict) -> dict:
+    return {
+        "parameters": [API_KEY_PARAM],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {"schema": {"type": "object", "properties": multipart}},
+                "application/json": {"schema": {"type": "object", "properties": json_}},
+            },
+        },
+    }
+
+
+# Every route here starts with `checked(request)` (the API key, then the engine): see app/api/deps.py for why it is not
+# a router dependency. tests/test_app.py checks that each route refuses a request without a key when keys are set.
+router = APIRouter(prefix="/predict", tags=["predict"], responses=_ERRORS)
+
+
+@router.post(
+    "",
+    response_model=PredictResponse,
+    summary="Categorise one product photo",
+    openapi_extra=_body({"file": _IMAGE}, {"image_base64": _B64, "filename": {"type": "string"}}),
+)
+async def predict(request: Request):
+    """A multipart `file`, or JSON `{"image_base64": ...}`. Returns the category (English and Russian), its
+    confidence, the top-k, and `needs_review` when the confidence is below the model's review threshold."""
+    engine, s = checked(request)
+    item = await read_one(request, s)
+    metrics = request.app.state.metrics
+    if inline_ok(item[1]):  # a small PNG: cheaper here than the hop to a worker thread
+        (r,) = categorise(engine, metrics, [item], errors="raise")
+    else:
+        (r,) = await run_in_threadpool(categorise, engine, metrics, [item], errors="raise")
+    rid = request.state.request_id
+    request.state.log.update(
+        category=r["category"], confidence=r["confidence"], needs_review=r["needs_review"], image=r["image"]
+    )
+    return {**public(r), "model_version": engine.info.version, "request_id": rid}
+
+
+@router.post(
+    "/batch",
+    response_model=BatchResponse,
+    response_model_exclude_none=True,
+    summary="Categorise many product photos in one inference batch",
+    openapi_extra=_body(
+        {"files": {"type": "array", "items": _IMAGE}},
+        {
+            "images": {
+                "type": "array",
+                "items": {"type": "object", "properties": {"image_base64": _B64, "filename": {"type": "string"}}},
+            }
+        },
+    ),
+)
+async def predict_batch(request: Request):
+    """Up to `FASHIONCAT_MAX_BATCH` images as multipart `files` fields, or JSON `{"images": [...]}`. A bad image
+    gets its own error entry (`error`, `status`, `detail`) and does not fail the others."""
+    engine, s = checked(request)
+    items = await read_many(request, s)
+    results = await run_in_threadpool(categorise, engine, request.app.state.metrics, items)
+    out = [{"index": i, **public(r)} for i, r in enumerate(results)]
+    n_err = sum("error" in r for r in out)
+    request.state.log.update(batch_size=len(out), errors=n_err)
+    rid = request.state.request_id
+    return {"model_version": engine.info.version, "request_id": rid, "count": len(out), "errors": n_err, "results": out}
