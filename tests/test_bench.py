@@ -27,7 +27,7 @@ def bench(tmp_path, *args) -> tuple[str, dict]:
     return r.stdout, {x["name"]: x for x in json.loads(out.read_text())["results"]}
 
 
-@pytest.mark.parametrize("config", ["configs/config.yaml", "configs/resnet20-sgd.yaml"])
+@pytest.mark.parametrize("config", ["configs/config.yaml", "configs/stage1.yaml"])
 def test_untrained_takes_the_shape_of_the_config(config, tmp_path):
     from fashioncat.models import count_params, create_model
     from fashioncat.training import load_config

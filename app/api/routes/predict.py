@@ -27,7 +27,7 @@ def _body(multipart: dict, json_: dict) -> dict:
 
 
 # Every route here starts with `checked(request)` (the API key, then the engine): see app/api/deps.py for why it is not
-# a router dependency. tests/test_app.py checks that each route refuses a request without a key when keys are set.
+# a router dependency. tests/api/test_predict.py checks that each route refuses a request without a key when keys are set.
 router = APIRouter(prefix="/predict", tags=["predict"], responses=_ERRORS)
 
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 PROM = DOCKER / "prometheus"
 GRAFANA = DOCKER / "grafana"
-K8S = ROOT / "docs" / "k8s"
+K8S = ROOT / "docker" / "k8s"
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="promtool not installed (apt-get install prometheus; CI installs it)"

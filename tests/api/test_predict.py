@@ -23,7 +23,7 @@ from app.core.config import Settings
 from fashioncat.photos import PHOTO_KINDS, catalogue_photo, prepare
 from fashioncat.serving import Engine
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "app" / "examples").glob("*.png"))  # real test images, one per category
 
 

@@ -22,7 +22,7 @@ import pytest
 
 from app.ui.feedback import CSV_COLUMNS, FeedbackStore
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "app" / "examples").glob("*.png"))
 
 
