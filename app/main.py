@@ -24,8 +24,10 @@ from .ui.feedback import FeedbackStore
 from .core.logs import app_log, setup_logging
 from .core.metrics import PROCESS_SAMPLE_S, Metrics
 from .core.middleware import RequestContext
-from .api.routes import predict, system
+from .api.routes import batches, predict, system
 from .ui.mount import mount_ui_placeholder, start_ui
+from .ui.queue_routes import router as queue_router
+from .ui.workflow import open_workflow
 
 
 @asynccontextmanager
@@ -37,6 +39,7 @@ async def lifespan(app: FastAPI):
     engine = await run_in_threadpool(Engine.from_settings, s)
     app.state.engine = engine
     app.state.feedback = FeedbackStore(Path(s.data_dir) / "feedback.sqlite")
+    app.state.workflow = open_workflow(app, Path(s.data_dir) / "feedback.sqlite")  # the batches, beside the corrections
     app.state.metrics.model_info.clear()
     app.state.metrics.model_info.labels(engine.info.version, engine.info.commit, engine.info.architecture).set(1)
     loaded = {
@@ -85,15 +88,18 @@ def create_app(settings: Settings | None = None, ui: bool = True) -> FastAPI:
     app.state.engine = None
     app.state.metrics = Metrics()
     app.state.ui_mount = None
+    app.state.workflow = None
     install_error_handlers(app)
     app.include_router(predict.router)
     app.include_router(system.router)
+    app.include_router(batches.router)
     if ui and settings.ui_enabled and app.state.metrics.multiproc_dir is not None:
         app_log.warning(
             "the UI is not mounted: this is one of several workers (PROMETHEUS_MULTIPROC_DIR is set), and the UI keeps "
             "per-process state; serve it from a one-worker instance, or set FASHIONCAT_UI_ENABLED=false to silence this"
         )
     elif ui and settings.ui_enabled:  # FASHIONCAT_UI_ENABLED=false: API only
+        app.include_router(queue_router)  # /ui/review/...: before the /ui mount, which would take them
         mount_ui_placeholder(app)  # the Gradio app replaces it once the lifespan has built it (app/ui/mount.py)
     app.add_middleware(RequestContext, metrics=app.state.metrics)
     return app

@@ -13,7 +13,10 @@ class Settings(EngineSettings):
     max_batch_bytes: int = Field(64 * 2**20, ge=1)  # largest batch request body
     api_keys: str = ""  # comma-separated keys; empty: /predict* needs none
     ui_enabled: bool = True  # mount the merchandisers' UI on /ui (the API keys do not cover it)
-    data_dir: str = "feedback"  # where the UI's corrections are stored (feedback.sqlite)
+    data_dir: str = "feedback"  # where the UI's corrections and batches are stored (feedback.sqlite)
+    audit_share: float = Field(0.02, ge=0, le=1)  # share of confident answers put in the review queue for audit
+    reviewer_header: str = ""  # a trusted proxy's header naming the signed-in reviewer (e.g. X-Forwarded-User)
+    batch_max_files: int = Field(2000, ge=1)  # most photos in one upload of the review UI
     log_level: str = "INFO"
 
     @property

@@ -1,7 +1,7 @@
 """The feedback store: corrections made in the UI, in SQLite under `FASHIONCAT_DATA_DIR`, exportable as CSV.
 
 Each row keeps the original image, the 28x28 view the model saw, the model's answer and confidence, the category
-the merchandiser chose and the time. One correction per image: a later one of the same image (same bytes) replaces it. The CSV carries the view as 784 pixel values, so the next training run can use
+the merchandiser chose, who chose it and the time. One correction per image: a later one of the same image (same bytes) replaces it. The CSV carries the view as 784 pixel values, so the next training run can use
 the corrections as labelled examples without re-running the preprocessing (see README, "Serving").
 """
 
@@ -28,7 +28,8 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS feedback (
     confidence REAL NOT NULL,
     chosen TEXT NOT NULL,
     chosen_index INTEGER NOT NULL,
-    model_version TEXT NOT NULL
+    model_version TEXT NOT NULL,
+    reviewer TEXT NOT NULL DEFAULT ''
 )"""
 _INDEX = "CREATE INDEX IF NOT EXISTS feedback_image_sha256 ON feedback (image_sha256)"  # added to older files too
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")  # a cell starting so is a formula to Excel and LibreOffice
@@ -42,9 +43,12 @@ _ROW_COLUMNS = [
     "chosen",
     "chosen_index",
     "model_version",
+    "reviewer",
 ]
 # training (fashioncat.data.read_feedback) reads `chosen_index` and `pixels` by name; `chosen_ru` is for people
 CSV_COLUMNS = [*_ROW_COLUMNS[:7], "chosen_ru", *_ROW_COLUMNS[7:], "pixels"]
+_INSERT = ("INSERT INTO feedback (created_at, filename, image_sha256, image, view_png, predicted, confidence, chosen,"
+           " chosen_index, model_version, reviewer) VALUES (?,?,?,?,?,?,?,?,?,?,?)")  # fmt: skip
 
 
 class Saved(NamedTuple):
@@ -59,6 +63,22 @@ def _text_cell(s: str | None) -> str | None:
     return "'" + s if s and s.startswith(_FORMULA) else s
 
 
+def put(db: sqlite3.Connection, *, image: bytes, view_png: bytes, filename: str | None, predicted: str,
+        confidence: float, chosen: str, chosen_index: int, model_version: str, reviewer: str = "") -> Saved:
+    "Store one correction in the open transaction of `db`, replacing any earlier one of the same image."
+    sha = hashlib.sha256(image).hexdigest()
+    old = db.execute("SELECT chosen FROM feedback WHERE image_sha256 = ? ORDER BY id DESC", (sha,)).fetchone()
+    db.execute("DELETE FROM feedback WHERE image_sha256 = ?", (sha,))
+    row = (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), filename, sha, image, view_png, predicted,
+           float(confidence), chosen, int(chosen_index), model_version, reviewer)  # fmt: skip
+    return Saved(int(db.execute(_INSERT, row).lastrowid), old[0] if old else None)
+
+
+def drop(db: sqlite3.Connection, image: bytes) -> int:
+    "Remove the correction of an image (an undone one) in the open transaction of `db`; how many rows went."
+    return db.execute("DELETE FROM feedback WHERE image_sha256 = ?", (hashlib.sha256(image).hexdigest(),)).rowcount
+
+
 class FeedbackStore:
     "Corrections in one SQLite file; safe to use from the UI's worker threads."
 
@@ -69,28 +89,22 @@ class FeedbackStore:
         with self._connect() as db:
             db.execute(_SCHEMA)
             db.execute(_INDEX)
+            if "reviewer" not in {r[1] for r in db.execute("PRAGMA table_info(feedback)")}:  # a file from before
+                db.execute("ALTER TABLE feedback ADD COLUMN reviewer TEXT NOT NULL DEFAULT ''")
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=10)
 
     def add(self, *, image: bytes, view: np.ndarray, filename: str | None, predicted: str, confidence: float,
-            chosen: str, chosen_index: int, model_version: str) -> Saved:  # fmt: skip
+            chosen: str, chosen_index: int, model_version: str, reviewer: str = "") -> Saved:  # fmt: skip
         "Store one correction, replacing any earlier one of the same image (in one transaction)."
         buf = io.BytesIO()
         Image.fromarray(np.asarray(view, np.uint8)).save(buf, "PNG")
-        sha = hashlib.sha256(image).hexdigest()
-        row = (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), filename, sha, image, buf.getvalue(), predicted,
-               float(confidence), chosen, int(chosen_index), model_version)  # fmt: skip
         with self._lock, self._connect() as db:  # the lock orders this process's threads, IMMEDIATE other processes
             db.execute("BEGIN IMMEDIATE")
-            old = db.execute("SELECT chosen FROM feedback WHERE image_sha256 = ? ORDER BY id DESC", (sha,)).fetchone()
-            db.execute("DELETE FROM feedback WHERE image_sha256 = ?", (sha,))
-            cur = db.execute(
-                "INSERT INTO feedback (created_at, filename, image_sha256, image, view_png, predicted, confidence, chosen,"
-                " chosen_index, model_version) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                row,
-            )
-            return Saved(int(cur.lastrowid), old[0] if old else None)
+            return put(db, image=image, view_png=buf.getvalue(), filename=filename, predicted=predicted,
+                       confidence=confidence, chosen=chosen, chosen_index=chosen_index, model_version=model_version,
+                       reviewer=reviewer)  # fmt: skip
 
     def count(self) -> int:
         with self._connect() as db:
@@ -98,7 +112,7 @@ class FeedbackStore:
 
     def rows(self, limit: int | None = None, pixels: bool = False) -> list[dict]:
         "The corrections, newest first; with `pixels`, the 28x28 view as 784 space-separated values."
-        q = "SELECT id, created_at, filename, image_sha256, predicted, confidence, chosen, chosen_index, model_version, view_png FROM feedback ORDER BY id DESC"
+        q = f"SELECT {', '.join(_ROW_COLUMNS)}, view_png FROM feedback ORDER BY id DESC"
         with self._connect() as db:
             cur = db.execute(q + (f" LIMIT {int(limit)}" if limit else ""))
             out = []
