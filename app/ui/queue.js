@@ -62,6 +62,7 @@
     $("#fc-list").addEventListener("toggle", (e) => e.target.open && listBatches());
     const id = new URLSearchParams(location.search).get("batch");
     if (id) open(id);
+    else { $("#fc-list").open = true; }
   }
 
   async function listBatches() {
@@ -80,6 +81,7 @@
     $("#fc-xlsx").href = `${api()}/batches/${id}/export?format=xlsx`;
     $("#fc-list").open = false;
     await load();
+    $("#fc-queue").scrollIntoView({ block: "start" });  // the queue fills the screen, the upload box scrolls away
   }
 
   async function load() {
@@ -125,7 +127,7 @@
 
   function cells(r) {
     const pic = r.source === "failed" ? `<span class="fc-nopic" aria-label="нет фото">—</span>` :
-      `<img src="${api()}/batches/${S.batch}/rows/${r.idx}/thumb" alt="" width="48" height="48" loading="lazy" onerror="this.replaceWith('—')">`;
+      `<img src="${api()}/batches/${S.batch}/rows/${r.idx}/thumb" alt="" width="40" height="40" loading="lazy" onerror="this.replaceWith('—')">`;
     const flags = [r.needs_review ? `<span class="fc-flag">⚠ проверить</span>` : "",
                    r.audit ? `<span class="fc-flag fc-audit">выборочная проверка</span>` : "",
                    r.is_product === 0 ? `<span class="fc-flag">похоже, не товар</span>` : ""].join(" ");
@@ -135,7 +137,7 @@
     const state = r._saving ? " <small>сохраняется…</small>" : r._conflict ? " <small class='fc-err'>конфликт</small>" : "";
     return `<td>${r.idx + 1}</td><td>${pic}</td><td class="fc-file">${esc(r.filename)}</td><td>${model}</td>` +
       `<td class="fc-final fc-${r.source}"><b>${fin}</b> <small>${SOURCES[r.source]}</small>${state}</td>` +
-      `<td><small>${esc(r.reviewer)} ${r.source !== "model" && r.source !== "failed" ? when(r.updated_at) : ""}</small></td>`;
+      `<td><small>${r.source !== "model" && r.source !== "failed" ? esc(r.reviewer) + " " + when(r.updated_at) : ""}</small></td>`;
   }
 
   function render() {

@@ -51,9 +51,9 @@ _CSS = """
 .fc-bar a {text-decoration: underline}
 .fc-msg {min-height: 1.4em; font-weight: 600}
 .fc-table {width: 100%; border-collapse: collapse; font-size: 14px}
-.fc-table td, .fc-table th {padding: 2px 6px; border-bottom: 1px solid #e5e7eb; text-align: left; vertical-align: middle}
+.fc-table td, .fc-table th {padding: 1px 6px; border-bottom: 1px solid #e5e7eb; text-align: left; vertical-align: middle}
 .fc-table tr.fc-cur {background: #dbeafe; outline: 2px solid #1d4ed8}
-.fc-table img {width: 48px; height: 48px; object-fit: contain; background: white; display: block}
+.fc-table img {width: 40px; height: 40px; object-fit: contain; background: white; display: block}
 .fc-file {max-width: 16em; overflow: hidden; text-overflow: ellipsis; white-space: nowrap}
 .fc-flag {color: #b45309; font-size: 12px; white-space: nowrap}
 .fc-audit {color: #7c3aed}
