@@ -11,7 +11,7 @@
   const SOURCES = { model: "не проверено", confirmed: "✓ подтверждено", corrected: "✎ исправлено",
                     not_a_product: "не товар", failed: "ошибка" };
   const S = { batch: null, info: null, filter: "review", offset: 0, page: 50, rows: [], total: 0, cur: 0,
-              classes: [], undo: [], chain: Promise.resolve(), latency: [], saved: [], poll: null };
+              classes: [], undo: [], chain: Promise.resolve(), latency: [], saved: [], poll: null, loads: 0 };
   window.fcState = S;
   const api = () => location.pathname.replace(/\/+$/, "") + "/review";
   const esc = (t) => String(t ?? "").replace(/[&<>"']/g, (c) => "&#" + c.charCodeAt(0) + ";");
@@ -81,7 +81,8 @@
     $("#fc-xlsx").href = `${api()}/batches/${id}/export?format=xlsx`;
     $("#fc-list").open = false;
     await load();
-    $("#fc-queue").scrollIntoView({ block: "start" });  // the queue fills the screen, the upload box scrolls away
+    // the queue fills the screen, the title and the upload box scroll away
+    $("#fc-head").scrollIntoView({ block: "start" });
   }
 
   async function load() {
@@ -102,6 +103,7 @@
       "<kbd>E</kbd> скачать CSV.";
     summary();
     render();
+    S.loads += 1;
     const processing = S.info.status === "processing";
     clearTimeout(S.poll);
     if (processing) S.poll = setTimeout(() => S.chain.then(load), 500);

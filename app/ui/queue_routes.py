@@ -56,10 +56,10 @@ async def rows(request: Request, batch_id: str, filter: str = "review", offset: 
 
 @router.get("/batches/{batch_id}/rows/{idx}/thumb")
 async def thumb(request: Request, batch_id: str, idx: int):
-    r = await run_in_threadpool(workflow(request).store.row, batch_id, idx, "thumb")
-    if not r or not r["thumb"]:
+    data = await run_in_threadpool(workflow(request).thumb, batch_id, idx)
+    if not data:
         raise RequestError("no thumbnail for this row", 404, "not_found")
-    return Response(r["thumb"], media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
 
 @router.post("/batches/{batch_id}/changes")

@@ -11,8 +11,8 @@ import hashlib
 import re
 import time
 import uuid
-from datetime import datetime
 from collections import OrderedDict
+from datetime import datetime
 from pathlib import Path
 
 import gradio as gr
@@ -25,10 +25,9 @@ from fashioncat.photos import too_large
 from fashioncat.serving import Engine
 
 from ..core.config import Settings
-
-from .feedback import FeedbackStore
 from ..core.logs import app_log
 from ..core.service import categorise as run_categorise
+from .feedback import FeedbackStore
 from .workflow import reviewer_of
 
 EXAMPLES_DIR = Path(__file__).parents[1] / "examples"
@@ -43,6 +42,7 @@ QUEUE_POLL_S, PROGRESS_POLL_S = 0.02, 0.1
 _CSS = """
 .fc-review {color: #b45309; font-weight: 600}
 .fc-ok {color: #15803d; font-weight: 600}
+#fc-queue {min-height: 100vh}  /* tall enough to scroll the queue to the top of the screen */
 .fc-top {display: flex; gap: 1.5em; align-items: baseline; flex-wrap: wrap}
 .fc-top input {padding: 2px 6px; border: 1px solid #bbb; border-radius: 4px}
 .fc-bar {display: flex; gap: .6em; align-items: center; flex-wrap: wrap; margin: .4em 0}
@@ -165,17 +165,17 @@ class UI:
     def store(self) -> FeedbackStore:
         return self.app.state.feedback
 
-    def start_batch(self, files: list[str] | None, name: str | None, request: gr.Request) -> tuple[str, str]:
-        "Store the uploaded files as a new batch, processed in the background: (its id, a status line)."
+    def start_batch(self, files: list[str] | None, name: str | None, request: gr.Request) -> tuple[str, None]:
+        "Store the uploaded files as a new batch, processed in the background: (its id, the emptied file box)."
         s: Settings = self.app.state.settings
         files = _uploaded(files, s.batch_max_files)
         if not files:
-            return "", ""
+            return "", None
         raw = getattr(request, "request", None)
         who = reviewer_of(raw, s.reviewer_header, name, getattr(request, "username", None))
         pairs = [(Path(f).name, Path(f)) for f in files]
         batch_id = self.app.state.workflow.start(pairs, who, error_ru=lambda r: _error_ru(r, s.max_bytes))
-        return batch_id, f"Партия создана: {len(files)} фото, обрабатывается."
+        return batch_id, None  # the box emptied: the queue, not the file list, takes the screen
 
     def categorise(self, files: list[str] | None) -> tuple[list[dict], str, list[dict]]:
         "Categorise uploaded files: (items for display, a summary line, the results as JSON)."
@@ -284,7 +284,7 @@ class UI:
 
 def _local_time(utc: str) -> str:
     "A stored UTC time ('2026-12-06T22:40:00Z') as the server's local time, as a person reads it."
-    return datetime.fromisoformat(utc.replace("Z", "+00:00")).astimezone().strftime("%d.%m.%Y %H:%M:%S")
+    return datetime.fromisoformat(utc).astimezone().strftime("%d.%m.%Y %H:%M:%S")
 
 
 def _uploaded(files: list | None, most: int) -> list[str]:
@@ -329,12 +329,11 @@ def build_ui(ui: UI) -> gr.Blocks:
         with gr.Tab("Проверка партий"):
             batch_files = gr.File(file_count="multiple", label="Фото партии (можно выбрать сразу сотни файлов)", height=110)
             reviewer, batch_id = gr.Textbox(visible=False), gr.Textbox(visible=False)
-            batch_status = gr.Markdown()
             gr.HTML("", elem_id="fc-queue", js_on_load=None, padding=False)
             batch_files.upload(
                 ui.start_batch,
                 inputs=[batch_files, reviewer],
-                outputs=[batch_id, batch_status],
+                outputs=[batch_id, batch_files],
                 js="(f, r) => [f, localStorage.getItem('fc-reviewer') || '']",  # the name the browser remembers
                 api_visibility="private",
             ).then(None, inputs=[batch_id], js="(b) => { window.fcOpen(b); }")

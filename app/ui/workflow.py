@@ -6,9 +6,11 @@ of a row's final category is committed, with the corrections store's matching up
 """
 
 import io
+import os
 import random
 import sqlite3
 import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -24,6 +26,7 @@ from .batches import FILTERS, BatchStore
 from .feedback import drop, put
 
 CHUNK = 32  # photos per inference batch and per commit: rows appear in the queue this many at a time
+WORKERS = min(2, os.cpu_count() or 1)  # chunks processed at once (decoding releases the GIL)
 THUMB = 96  # the thumbnail's longest side, pixels
 ACTIONS = ("confirmed", "corrected", "not_a_product", "model")  # what a reviewer may set ('model': undone)
 
@@ -94,20 +97,22 @@ class Workflow:
         return batch_id
 
     def _process(self, batch_id: str, files: list[tuple[str, Path]], error_ru) -> None:
+        "Categorise the batch chunk by chunk, `WORKERS` chunks at once, storing each chunk's rows as it is done."
         s, rng = self.app.state.settings, random.Random(batch_id)
+        draws = [
+            rng.random() for _ in files
+        ]  # the audit's draws, fixed by the batch id whatever order chunks finish in
+        chunks = [range(i, min(i + CHUNK, len(files))) for i in range(0, len(files), CHUNK)]
+
+        def rows(chunk: range) -> list[dict]:
+            items = [(files[k][0], self._read(files[k][1], s.max_bytes)) for k in chunk]
+            results = categorise(self.engine, self.app.state.metrics, items)
+            return [self._row(k, data, r, draws[k] < s.audit_share, error_ru) for k, (_, data), r in zip(chunk, items, results)]  # fmt: skip
+
         try:
-            for start in range(0, len(files), CHUNK):
-                chunk = files[start : start + CHUNK]
-                items = []
-                for name, path in chunk:
-                    try:
-                        n = path.stat().st_size
-                        items.append((name, too_large(n, s.max_bytes) if n > s.max_bytes else path.read_bytes()))
-                    except OSError as e:
-                        items.append((name, e))
-                results = categorise(self.engine, self.app.state.metrics, items)
-                rows = [self._row(start + k, data, r, rng, s.audit_share, error_ru) for k, ((_, data), r) in enumerate(zip(items, results))]  # fmt: skip
-                self.store.add_rows(batch_id, rows)
+            with ThreadPoolExecutor(WORKERS, thread_name_prefix=f"batch-{batch_id}") as pool:
+                for done in as_completed([pool.submit(rows, c) for c in chunks]):
+                    self.store.add_rows(batch_id, done.result())
             self.store.finish(batch_id)
         except Exception as e:  # noqa: BLE001 - the batch says why; the rows stored so far stay
             app_log.error("batch processing failed", exc_info=e, extra={"batch": batch_id})
@@ -115,13 +120,22 @@ class Workflow:
         finally:
             self.threads.pop(batch_id, None)
 
-    def _row(self, idx: int, data, r: dict, rng: random.Random, share: float, error_ru) -> dict:
-        "The stored row of one result; a confident answer is audited with probability `share`."
+    @staticmethod
+    def _read(path: Path, max_bytes: int) -> bytes | Exception:
+        "The file's bytes, or the error for a file over `max_bytes` (not read) or one that cannot be read."
+        try:
+            n = path.stat().st_size
+            return too_large(n, max_bytes) if n > max_bytes else path.read_bytes()
+        except OSError as e:
+            return e
+
+    def _row(self, idx: int, data, r: dict, drawn: bool, error_ru) -> dict:
+        "The stored row of one result, with its thumbnail; a confident answer is audited when `drawn`."
         row = {"idx": idx, "filename": r.get("filename")}
         if "error" in r:
             msg = error_ru(r) if error_ru else r.get("detail")
             return row | {"error": r["error"], "error_ru": msg, "source": "failed"}
-        audit = not r["needs_review"] and rng.random() < share
+        audit = not r["needs_review"] and drawn
         is_product = r.get("is_product")
         return row | {
             "image": data, "thumb": thumbnail(data), "view_png": _png(r["view"]), "predicted": r["category"],
@@ -167,6 +181,16 @@ class Workflow:
                 drop(db, blobs[0])
 
         return sync
+
+    def thumb(self, batch_id: str, idx: int) -> bytes | None:
+        "A row's thumbnail (made again if it was lost or failed: kept once made); None for a row without a photo."
+        r = self.store.row(batch_id, idx, "thumb, image")
+        if not r or r["thumb"] or not r["image"]:
+            return r and r["thumb"]
+        data = thumbnail(r["image"])
+        if data is not None:
+            self.store.set_thumb(batch_id, idx, data)
+        return data
 
     def accept_rest(self, batch_id: str, flt: str, reviewer: str) -> list[dict]:
         "Confirm every unreviewed row of the filter `flt`: the rows changed (with their new versions, for an undo)."

@@ -129,7 +129,7 @@ def test_correction_conflict_undo_and_training_data(app_client, batch):
         version=0,
         source="corrected",
         final_index=rows(app_client, batch_id)[6]["predicted_index"],
-    )  # noqa: E501
+    )
     assert same["rows"][0]["source"] == "confirmed"  # "correcting" to the model's own answer confirms it
     nap = change(app_client, batch_id, idx=7, version=0, source="not_a_product")["rows"][0]
     assert (nap["source"], nap["final"], nap["final_index"]) == ("not_a_product", None, None)
@@ -213,7 +213,7 @@ def test_metrics_count_stored_corrections_and_the_audit(app_client, batch):
         version=a["version"],
         source="corrected",
         final_index=(a["predicted_index"] + 1) % 10,
-    )  # noqa: E501
+    )
     stored = app_client.app.state.feedback.rows()
     text = app_client.get("/metrics").text
     per = {}
