@@ -134,7 +134,7 @@ def review(page, url: str, files: list[Path], truth: list[int]) -> dict:
             break
         press("j")  # the last row of the page: the next page
         wait_load(s["loads"])
-    page.evaluate("window.fcState.chain")  # every save answered
+    page.evaluate("window.fcIdle()")  # every save answered
     while page.evaluate("window.fcState.filter") != "all":
         loads = page.evaluate("window.fcState.loads")
         press("f")

@@ -11,7 +11,8 @@
   const SOURCES = { model: "не проверено", confirmed: "✓ подтверждено", corrected: "✎ исправлено",
                     not_a_product: "не товар", failed: "ошибка" };
   const S = { batch: null, info: null, filter: "review", offset: 0, page: 50, rows: [], total: 0, cur: 0,
-              classes: [], undo: [], chain: Promise.resolve(), latency: [], saved: [], poll: null, loads: 0 };
+              classes: [], undo: [], chain: Promise.resolve(), latency: [], saved: [], poll: null, loads: 0,
+              outbox: [], inflight: false, undos: 0 };
   window.fcState = S;
   const api = () => location.pathname.replace(/\/+$/, "") + "/review";
   const esc = (t) => String(t ?? "").replace(/[&<>"']/g, (c) => "&#" + c.charCodeAt(0) + ";");
@@ -86,6 +87,7 @@
   }
 
   async function load() {
+    await idle();  // the rows on screen are replaced: not before the saves of their changes are answered
     let d;
     try {
       d = await call(`/batches/${S.batch}/rows?filter=${S.filter}&offset=${S.offset}&limit=${S.page}`);
@@ -183,30 +185,68 @@
     r.final_index = source === "not_a_product" ? null : source === "corrected" ? fi : r.predicted_index;
   }
 
-  // Save `changes` ([{row, source, final_index}]) behind the previous saves; undo=false records them for U.
+  // Save `changes` ([{row, source, final_index}]): shown at once, sent behind the saves in flight; the keys pressed
+  // while one request is in flight go together in the next one (one transaction), so a quick reviewer never waits on
+  // a queue of requests. undo=false records the rows' previous state for U.
   function save(changes, undo, label) {
     const before = changes.map(({ row }) => ({ row, source: row.source, final_index: row.final_index }));
     for (const c of changes) { local(c.row, c.source, c.final_index); c.row._saving = true; }
     for (const c of changes) { const k = S.rows.indexOf(c.row); if (k >= 0) redraw(k); }
-    const t0 = performance.now();
-    S.chain = S.chain.then(async () => {
-      const body = { reviewer: name(), changes: changes.map((c) => ({ idx: c.row.idx, version: c.row.version,
-        source: c.source, final_index: c.final_index })) };
-      try {
-        const d = await call(`/batches/${S.batch}/changes`, body);
-        settle(d, changes.map((c) => c.row));
-        if (!d.conflicts.length) {
-          if (!undo) S.undo.push(before);
-          say(`Сохранено: ${label}.`);
-        }
-        S.saved.push(performance.now() - t0);
-      } catch (e) {
-        before.forEach((b) => { local(b.row, b.source, b.final_index); b.row._saving = false; });
-        render();
-        say(`⚠ Не сохранено: ${e.message}. Повторите.`);
+    S.outbox.push({ changes, before, undo, label, t0: performance.now() });
+    flush();
+  }
+
+  async function flush() {
+    if (S.inflight || !S.outbox.length) return drain();
+    const sent = S.outbox.splice(0);
+    S.inflight = true;
+    const next = new Map();  // a row changed twice in one request: the second change expects the first one's version
+    const changes = sent.flatMap((e) => e.changes).map((c) => {
+      const version = next.has(c.row.idx) ? next.get(c.row.idx) : c.row.version;
+      next.set(c.row.idx, version + 1);
+      return { idx: c.row.idx, version, source: c.source, final_index: c.final_index };
+    });
+    const rows = [...new Set(sent.flatMap((e) => e.changes.map((c) => c.row)))];
+    try {
+      const d = await call(`/batches/${S.batch}/changes`, { reviewer: name(), changes });
+      const clash = new Set(d.conflicts.map((r) => r.idx));
+      settle(d, rows);
+      for (const e of sent) {
+        S.saved.push(performance.now() - e.t0);
+        if (e.changes.some((c) => clash.has(c.row.idx))) continue;
+        if (!e.undo) S.undo.push(e.before);
+        if (!clash.size) say(`Сохранено: ${e.label}.`);
       }
+    } catch (err) {
+      for (const e of sent.reverse()) e.before.forEach((b) => { local(b.row, b.source, b.final_index); b.row._saving = false; });
+      render();
+      say(`⚠ Не сохранено: ${err.message}. Повторите.`);
+    }
+    S.inflight = false;
+    flush();
+  }
+
+  // U presses wait until the saves before them are answered, then undo the last saved action, one per press.
+  function drain() {
+    while (S.undos > 0 && !S.inflight && !S.outbox.length) {
+      S.undos -= 1;
+      const last = S.undo.pop();
+      if (!last) { say("Отменять нечего."); continue; }
+      save(last.map((b) => ({ row: b.row, source: b.source, final_index: b.final_index })), true,
+        `отменено (${last.length} фото)`);
+      const k = S.rows.indexOf(last[0].row);
+      if (k >= 0) { S.cur = k; paint(); }
+    }
+  }
+
+  // Every save answered (and every undo done): what a page load or "принять остальные" waits for.
+  function idle() {
+    return new Promise((done) => {
+      const check = () => (!S.inflight && !S.outbox.length && !S.undos ? done() : setTimeout(check, 10));
+      check();
     });
   }
+  window.fcIdle = idle;
 
   // Apply the server's answer: saved rows take their new version; a conflict shows the row as someone else left it.
   function settle(d, rows) {
@@ -233,19 +273,10 @@
     if (S.cur < S.rows.length - 1) { S.cur += 1; paint(); }
   }
 
-  function undo() {
-    S.chain = S.chain.then(() => {
-      const last = S.undo.pop();
-      if (!last) { say("Отменять нечего."); return; }
-      save(last.map((b) => ({ row: b.row, source: b.source, final_index: b.final_index })), true,
-        `отменено (${last.length} фото)`);
-      const k = S.rows.indexOf(last[0].row);
-      if (k >= 0) { S.cur = k; paint(); }
-    });
-  }
+  function undo() { S.undos += 1; drain(); }
 
   function acceptRest() {
-    S.chain = S.chain.then(async () => {
+    S.chain = S.chain.then(idle).then(async () => {
       try {
         const d = await call(`/batches/${S.batch}/accept`, { filter: S.filter, reviewer: name() });
         // an undo sets each accepted row back to unreviewed, at the version the accept left it

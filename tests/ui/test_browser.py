@@ -151,20 +151,26 @@ def test_review_a_batch_by_keyboard(page, server, photo_files, tmp_path):
     page.keyboard.press("k")  # back to the first row, then down with the arrow
     page.keyboard.press("ArrowDown")
     assert page.evaluate("window.fcState.cur") == 2
+    other = (third["predicted_index"] + 2) % 10
+    for key in ("Enter", "k", str((other + 1) % 10)):  # a burst: confirm, back, correct the same row
+        page.keyboard.press(key)
+    page.evaluate("window.fcIdle()")
+    now = next(r for r in batch_rows(server, batch_id) if r["idx"] == third["idx"])
+    assert (now["source"], now["final_index"], now["version"]) == ("corrected", other, third["version"] + 4)
 
     page.get_by_role("button", name="Исправленные").click()
-    page.wait_for_function("window.fcState?.filter === 'corrected' && window.fcState.total === 1")
-    assert page.locator("#fc-rows tr[data-k]").count() == 1
+    page.wait_for_function("window.fcState?.filter === 'corrected' && window.fcState.total === 2")
+    assert page.locator("#fc-rows tr[data-k]").count() == 2
     page.get_by_role("button", name="Все").click()
     page.wait_for_function("window.fcState?.filter === 'all' && window.fcState.rows.length === 50")
     page.keyboard.press("a")  # "принять остальные" of the filter: every unreviewed row
-    saved(page, "принято 98 фото")  # 101 less the failed one, the corrected one and the confirmed one
+    saved(page, "принято 97 фото")  # 101 less the failed one, the two corrected and the confirmed one
     assert {r["source"] for r in batch_rows(server, batch_id)} == {"corrected", "confirmed", "failed"}
     page.keyboard.press("u")  # a bulk accept is undone as a whole
-    saved(page, "отменено (98 фото)")
-    assert sum(r["source"] == "model" for r in batch_rows(server, batch_id)) == 98
+    saved(page, "отменено (97 фото)")
+    assert sum(r["source"] == "model" for r in batch_rows(server, batch_id)) == 97
     page.get_by_role("button", name="Принять остальные").click()
-    saved(page, "принято 98 фото")
+    saved(page, "принято 97 фото")
 
     with page.expect_download() as dl:
         page.keyboard.press("e")
