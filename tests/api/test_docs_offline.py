@@ -29,6 +29,28 @@ def browser_type_launch_args(browser_type_launch_args):
     return {**browser_type_launch_args, "executable_path": CHROMIUM}
 
 
+# pytest-playwright keeps Playwright (and its asyncio loop, marked as running in the main thread) for the whole session,
+# which breaks every later test that calls asyncio.run; here it lives for this module only.
+@pytest.fixture(scope="module")
+def playwright():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture(scope="module")
+def browser_context_args():
+    return {}
+
+
+@pytest.fixture(scope="module")
+def browser(playwright, browser_type_launch_args):
+    browser = playwright.chromium.launch(**browser_type_launch_args)
+    yield browser
+    browser.close()
+
+
 @pytest.fixture(scope="module")
 def server(model_path, tmp_path_factory):
     "The service under uvicorn on a free port of 127.0.0.1, API only; killed afterwards."
@@ -97,7 +119,7 @@ def test_redoc_renders_offline(server, page):
     assert set(refused) <= {"https://cdn.redoc.ly/redoc/logo-mini.svg"}, refused
 
 
-def test_the_check_sees_a_cdn(server, page):
+def test_the_check_sees_a_cdn(page):
     "The offline route really refuses the outside: a page that asks a CDN has its request refused and listed."
     refused = offline(page)
     page.set_content('<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>')
