@@ -1,9 +1,10 @@
 """/docs and /redoc render in a real browser with every request outside 127.0.0.1 refused: their assets are packaged.
 
-Needs pytest-playwright (the dev extra) and a Chromium binary (`/usr/bin/chromium`: Debian's `chromium` package, or
-`FASHIONCAT_CHROMIUM`); `playwright install` is never needed. Without either, the tests skip.
+The browser tests need pytest-playwright (the dev extra) and a Chromium binary (`/usr/bin/chromium`: Debian's
+`chromium` package, or `FASHIONCAT_CHROMIUM`); `playwright install` is never needed. Without either, they skip.
 """
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -15,12 +16,32 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
-pytest.importorskip("pytest_playwright", reason="pytest-playwright is not installed (pip install -e '.[dev]')")
+from app.core.config import Settings
+from app.main import create_app
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("FASHIONCAT_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="no Chromium binary (apt-get install chromium)")
+needs_browser = pytest.mark.skipif(
+    importlib.util.find_spec("pytest_playwright") is None or not Path(CHROMIUM).exists(),
+    reason="needs pytest-playwright (pip install -e '.[dev]') and a Chromium binary (apt-get install chromium)",
+)
+
+
+def test_docs_pages_name_only_local_assets(model_path, tmp_path):
+    "Without a browser: both pages load their script and style from the app, under the proxy's prefix when there is one."
+    s = Settings(model_path=str(model_path), data_dir=str(tmp_path), ui_enabled=False)
+    app = create_app(s)
+    with TestClient(app, root_path="/shop") as c:
+        swagger, redoc = c.get("/docs").text, c.get("/redoc").text
+    with TestClient(app) as c:
+        js = c.get("/docs-assets/swagger-ui-bundle.js")
+    assert '"/shop/docs-assets/swagger-ui-bundle.js"' in swagger and "/shop/openapi.json" in swagger
+    assert '"/shop/docs-assets/redoc.standalone.js"' in redoc and "/shop/openapi.json" in redoc
+    for page in (swagger, redoc):
+        assert "https://" not in page.replace("https://swagger.io", ""), page  # no CDN, no Google fonts
+    assert js.status_code == 200 and len(js.content) > 100_000
 
 
 @pytest.fixture(scope="session")
@@ -99,6 +120,7 @@ def offline(page) -> list[str]:
     return refused
 
 
+@needs_browser
 def test_swagger_ui_renders_offline(server, page):
     "Swagger UI draws the API's operations from packaged assets, with nothing fetched from outside."
     refused = offline(page)
@@ -110,6 +132,7 @@ def test_swagger_ui_renders_offline(server, page):
     assert refused == []
 
 
+@needs_browser
 def test_redoc_renders_offline(server, page):
     "ReDoc lists the same operations, without Google's fonts or a CDN (only its 'powered by' badge is left out)."
     refused = offline(page)
@@ -119,6 +142,7 @@ def test_redoc_renders_offline(server, page):
     assert set(refused) <= {"https://cdn.redoc.ly/redoc/logo-mini.svg"}, refused
 
 
+@needs_browser
 def test_the_check_sees_a_cdn(page):
     "The offline route really refuses the outside: a page that asks a CDN has its request refused and listed."
     refused = offline(page)
