@@ -50,8 +50,10 @@ nbtest: install  ## notebook tests (fast; add FLAGS=slow for full training)
 notebooks: install  ## run the notebooks and save their tables and plots in them (NB=02_training for one; ~4 min for all)
 	$(PY) scripts/run_notebooks.py $(NB) && cd nbs && ../$(VENV)/bin/nbdev_clean
 
-# Coverage of the package and the app by the pytest suites (servers started in subprocesses are not counted).
-COV_FLOOR ?= 80
+# Coverage of the package and the app by the pytest suites, floored a little under what it was when the floor was set:
+# the modules the notebooks test (training, evaluation, quantization) count as uncovered here, and servers started in
+# subprocesses are not counted. Raise it when coverage rises.
+COV_FLOOR ?= 54
 pytest: install  ## service and integration tests, with coverage (fails under COV_FLOOR percent)
 	$(VENV)/bin/pytest -q tests --cov=fashioncat --cov=app --cov-report=term:skip-covered --cov-fail-under=$(COV_FLOOR)
 
