@@ -62,8 +62,9 @@ gate: install  ## quality gate: the shipped ONNX model on the test set vs its co
 
 test: check-sync nbtest pytest gate  ## THE test command: install from scratch, check notebooks, run every test
 
-lint: install  ## ruff on hand-written code
+lint: install  ## ruff on hand-written code, and line length in the training notebooks
 	$(VENV)/bin/ruff check app tests bench scripts && $(VENV)/bin/ruff format --check app tests bench scripts
+	$(VENV)/bin/ruff check --select E501 nbs/0[0-4]*.ipynb
 
 $(SERVE_VENV)/.installed: settings.ini setup.py
 	$(PYTHON) -m venv $(SERVE_VENV)
