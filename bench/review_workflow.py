@@ -153,7 +153,6 @@ def review(page, url: str, files: list[Path], truth: list[int]) -> dict:
     return {
         "photos": len(files), "exported_rows": len(out), "keys": keys, "upload_to_export_s": round(total, 2),
         "key_latency": stats(lat), "save_latency": stats(saved), "sources": sources,
-        "reviewed_by_key": sum(o["source"] in ("corrected",) for o in out),
         "accuracy_model": round(float(np.mean(np.array(model) == truth)), 4),
         "accuracy_final": round(float(np.mean(np.array(final) == truth)), 4),
     }  # fmt: skip
@@ -170,6 +169,7 @@ def main() -> int:
     a = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
+    load = os.getloadavg()[0]  # the machine may be shared: the figures are read against it
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         big, _ = photos(tmp / "process", 0, a.process)
@@ -194,7 +194,7 @@ def main() -> int:
                 proc.kill()
     result = {
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "python": platform.python_version()},
+                    "python": platform.python_version(), "load_avg_1m_at_start": round(load, 1)},
         "model": Path(a.model).name,
         "processing": {"photos": a.process, "server_processing_s": round(proc_s, 2),
                        "photos_per_s": round(a.process / proc_s, 1), "upload_to_first_row_s": round(first, 2),
