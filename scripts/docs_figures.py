@@ -124,7 +124,10 @@ FIGURES = {
     "review_key_p95": (REVIEW, lambda d: ms(d["review"]["key_latency"]["p95_ms"])),
     "review_key_max": (REVIEW, lambda d: ms(d["review"]["key_latency"]["max_ms"])),
     "review_save_p95": (REVIEW, lambda d: ms(d["review"]["save_latency"]["p95_ms"])),
-    "review_accuracy": (REVIEW, lambda d: f"{pct(d['review']['accuracy_model'], 1)} → {pct(d['review']['accuracy_final'], 1)}"),
+    "review_accuracy": (
+        REVIEW,
+        lambda d: f"{pct(d['review']['accuracy_model'], 1)} → {pct(d['review']['accuracy_final'], 1)}",
+    ),
     "review_load": (REVIEW, lambda d: f"{d['machine']['load_avg_1m_at_start']:.1f}"),
     # big photos at once (bench/big_photos.py)
     "big_photo": (BIG, lambda d: d["photo"].split(",")[0]),
