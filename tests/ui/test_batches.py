@@ -245,3 +245,40 @@ def test_export_formats_defuse_formulas():
     assert b"'=HYPERLINK(1)" in to_csv(rows) and to_csv(rows).startswith("\ufeff".encode())
     ws = load_workbook(io.BytesIO(to_xlsx(rows))).active
     assert [c.value for c in ws[2]][:1] == ["'=HYPERLINK(1)"] and ws.cell(2, 7).value == 0.5
+
+
+def test_corrections_carry_the_reviewer_and_old_files_gain_the_column(tmp_path):
+    "A corrections file from before the reviewer column gains it; the CSV for training carries it."
+    import sqlite3
+
+    from app.ui.feedback import CSV_COLUMNS, _SCHEMA
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute(_SCHEMA.replace(",\n    reviewer TEXT NOT NULL DEFAULT ''", ""))
+        assert "reviewer" not in {r[1] for r in db.execute("PRAGMA table_info(feedback)")}
+    store = FeedbackStore(path)
+    view = np.zeros((28, 28), np.uint8)
+    store.add(image=b"x", view=view, filename="a.jpg", predicted="Bag", confidence=0.5, chosen="Coat", chosen_index=4,
+              model_version="v1", reviewer="Аня")  # fmt: skip
+    out = list(csv.DictReader(io.StringIO(store.to_csv(tmp_path / "c.csv").read_text(encoding="utf-8-sig"))))
+    assert "reviewer" in CSV_COLUMNS and (out[0]["reviewer"], out[0]["chosen_index"]) == ("Аня", "4")
+    from fashioncat.data import read_feedback
+
+    images, labels = read_feedback(tmp_path / "c.csv")  # what training reads
+    assert images.shape == (1, 28, 28) and labels.tolist() == [4]
+
+
+def test_ui_refuses_a_batch_over_the_limit(app_client, tmp_path):
+    import gradio as gr
+
+    for _ in range(600):  # the UI is built in the background after the model
+        if getattr(app_client.app.state, "ui", None) is not None:
+            break
+        time.sleep(0.1)
+    ui = app_client.app.state.ui
+    with pytest.raises(gr.Error, match="не больше 2000"):
+        ui.start_batch(["x.jpg"] * 2001, "", None)
+    with pytest.raises(gr.Error, match="не был загружен"):
+        ui.start_batch([str(tmp_path / "feedback.sqlite")], "", None)  # only uploads: never another file of the server
+    assert ui.start_batch([], "", None) == ("", None)
