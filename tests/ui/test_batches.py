@@ -251,7 +251,7 @@ def test_corrections_carry_the_reviewer_and_old_files_gain_the_column(tmp_path):
     "A corrections file from before the reviewer column gains it; the CSV for training carries it."
     import sqlite3
 
-    from app.ui.feedback import CSV_COLUMNS, _SCHEMA
+    from app.ui.feedback import _SCHEMA, CSV_COLUMNS
 
     path = tmp_path / "old.sqlite"
     with sqlite3.connect(path) as db:
