@@ -137,11 +137,18 @@
                    r.is_product === 0 ? `<span class="fc-flag">похоже, не товар</span>` : ""].join(" ");
     const model = r.source === "failed" ? `<span class="fc-err">${esc(r.error_ru || r.error)}</span>` :
       `${esc(ru(r.predicted_index))} <small>уверенность ${Math.floor(r.confidence * 100)}%</small> ${flags}`;
+    return `<td>${r.idx + 1}</td><td>${pic}</td><td class="fc-file">${esc(r.filename)}</td><td>${model}</td>` +
+      `<td class="fc-final fc-${r.source}">${finalCell(r)}</td><td>${whoCell(r)}</td>`;
+  }
+
+  function finalCell(r) {
     const fin = r.source === "failed" ? "—" : r.source === "not_a_product" ? "не товар" : esc(ru(r.final_index));
     const state = r._saving ? " <small>сохраняется…</small>" : r._conflict ? " <small class='fc-err'>конфликт</small>" : "";
-    return `<td>${r.idx + 1}</td><td>${pic}</td><td class="fc-file">${esc(r.filename)}</td><td>${model}</td>` +
-      `<td class="fc-final fc-${r.source}"><b>${fin}</b> <small>${SOURCES[r.source]}</small>${state}</td>` +
-      `<td><small>${r.source !== "model" && r.source !== "failed" ? esc(r.reviewer) + " " + when(r.updated_at) : ""}</small></td>`;
+    return `<b>${fin}</b> <small>${SOURCES[r.source]}</small>${state}`;
+  }
+
+  function whoCell(r) {
+    return `<small>${r.source !== "model" && r.source !== "failed" ? esc(r.reviewer) + " " + when(r.updated_at) : ""}</small>`;
   }
 
   function render() {
@@ -158,9 +165,14 @@
     if (tr) { tr.classList.add("fc-cur"); tr.scrollIntoView({ block: "nearest" }); }
   }
 
+  // A changed row: only its last two cells (the photo stays, not decoded and laid out again at each key).
   function redraw(k) {
     const tr = document.querySelector(`#fc-rows tr[data-k="${k}"]`);
-    if (tr) tr.innerHTML = cells(S.rows[k]);
+    if (!tr || tr.cells.length < 6) return;
+    const r = S.rows[k];
+    tr.cells[4].className = `fc-final fc-${r.source}`;
+    tr.cells[4].innerHTML = finalCell(r);
+    tr.cells[5].innerHTML = whoCell(r);
   }
 
   function say(text) { $("#fc-msg").textContent = text; }

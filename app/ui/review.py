@@ -1,9 +1,12 @@
 """The merchandisers' UI (Gradio, Russian), mounted on /ui of the API app and sharing its engine and feedback store.
 
-Upload one photo or many; each gets the photo, the 28x28 view the model saw, the top 3 with bars and a visible
-"needs review" mark, failed and doubtful photos first. A wrong answer is corrected with one click on the right category
-(the row's data is kept in the user's session); corrections are listed, and downloadable as CSV, on the second tab.
-`categorise` and `correct` are also API endpoints (gradio_client); `correct` finds a result by id in a cache.
+"Проверка партий": an upload becomes a stored batch (app/ui/workflow.py), processed in the background and reviewed in
+a keyboard-driven queue drawn by the page's own script (app/ui/queue.js, over the JSON routes of app/ui/queue_routes.py).
+"Отдельные фото": upload one photo or many; each gets the photo, the 28x28 view the model saw, the top 3 with bars and
+a visible "needs review" mark, failed and doubtful photos first. A wrong answer is corrected with one click on the
+right category (the row's data is kept in the user's session); corrections are listed, and downloadable as CSV, on
+"Исправления". `categorise` and `correct` are also API endpoints (gradio_client); `correct` finds a result by id in a
+cache.
 """
 
 import functools
