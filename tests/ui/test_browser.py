@@ -3,6 +3,7 @@ loopback. Upload 100 photos, filter, correct by keyboard, undo, accept the rest,
 and find the batch, the audit share; two reviewers on one row; a saved correction survives a kill -9 of the server."""
 
 import csv
+import importlib.util
 import io
 import os
 import signal
@@ -16,22 +17,36 @@ import httpx
 import numpy as np
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no {CHROMIUM} (apt-get install chromium)")
-pytest.importorskip("pytest_playwright")
+CHROMIUM = os.environ.get("FASHIONCAT_CHROMIUM") or "/usr/bin/chromium"  # Debian's; never a downloaded one
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("pytest_playwright") is None or not Path(CHROMIUM).exists(),
+    reason=f"needs pytest-playwright (pip install -e '.[dev]') and {CHROMIUM} (apt-get install chromium)",
+)
 ROOT = Path(__file__).resolve().parents[2]
 AUDIT_SHARE = 0.2
+VIEW = {"viewport": {"width": 1280, "height": 800}, "locale": "ru-RU"}
 
 
-@pytest.fixture(scope="session")
-def browser_type_launch_args():
-    "The system's chromium, never a downloaded one."
-    return {"executable_path": CHROMIUM}
+# pytest-playwright keeps Playwright (and its asyncio loop, marked as running in the main thread) for the whole session,
+# which breaks every later test that calls asyncio.run; here it lives for this module only.
+@pytest.fixture(scope="module")
+def playwright():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        yield pw
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
+def browser(playwright):
+    browser = playwright.chromium.launch(executable_path=CHROMIUM)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(scope="module")
 def browser_context_args():
-    return {"viewport": {"width": 1280, "height": 800}, "locale": "ru-RU", "accept_downloads": True}
+    return {**VIEW, "accept_downloads": True}
 
 
 def start_server(model_path, data_dir: Path, tmp: Path) -> tuple[subprocess.Popen, str]:
@@ -202,7 +217,7 @@ def test_two_reviewers_on_one_row_get_a_conflict(browser, server, photo_files):
     "The later of two reviewers who saw the same version of a row is told, and their change is not saved."
     pages = []
     for who in ("Аня", "Боря"):
-        ctx = browser.new_context(viewport={"width": 1280, "height": 800}, locale="ru-RU")
+        ctx = browser.new_context(**VIEW)
         pages.append(ctx.new_page())
         open_ui(pages[-1], server, who)
     a, b = pages
@@ -227,7 +242,7 @@ def test_a_saved_correction_survives_kill_9(browser, model_path, photo_files, tm
     tmp = tmp_path_factory.mktemp("kill9-tmp")
     proc, url = start_server(model_path, data, tmp)
     try:
-        page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+        page = browser.new_context(**VIEW).new_page()
         open_ui(page, url)
         batch_id = upload(page, photo_files[:5])
         page.get_by_role("button", name="Все").click()
