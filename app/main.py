@@ -7,6 +7,7 @@ Settings come from `FASHIONCAT_*` environment variables (`app.core.config.Settin
 
 import asyncio
 import contextlib
+import sys
 import time
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -17,10 +18,11 @@ from fastapi.concurrency import run_in_threadpool
 import fashioncat
 from fashioncat.serving import Engine
 
-from .core.config import Settings
+from .core.auth import check_ui_settings
+from .core.config import Settings, SettingsError, load_settings
 
 from .core.errors import install_error_handlers
-from .ui.feedback import FeedbackStore
+from .ui.feedback import open_store
 from .core.logs import app_log, setup_logging
 from .core.metrics import PROCESS_SAMPLE_S, Metrics
 from .core.middleware import RequestContext
@@ -36,7 +38,11 @@ async def lifespan(app: FastAPI):
     t0 = time.perf_counter()
     engine = await run_in_threadpool(Engine.from_settings, s)
     app.state.engine = engine
-    app.state.feedback = FeedbackStore(Path(s.data_dir) / "feedback.sqlite")
+    if app.state.ui_mount is not None:  # the corrections store is the UI's: API-only replicas need no data folder
+        app.state.feedback, app.state.feedback_problem = open_store(Path(s.data_dir) / "feedback.sqlite")
+        if app.state.feedback is None:
+            app_log.error("the corrections store is unusable; the UI is off, the API serves", extra={"path": s.data_dir})
+            app.state.ui_mount.failed(app.state.feedback_problem)
     app.state.metrics.model_info.clear()
     app.state.metrics.model_info.labels(engine.info.version, engine.info.commit, engine.info.architecture).set(1)
     loaded = {
@@ -50,7 +56,7 @@ async def lifespan(app: FastAPI):
         if metrics.multiproc_dir is not None:  # several workers: publish this one's CPU and memory until it stops
             stack.callback(metrics.worker_exit)
             stack.push_async_callback(_cancel, asyncio.create_task(_sample_process(metrics)))
-        if app.state.ui_mount is not None:
+        if app.state.ui_mount is not None and app.state.feedback is not None:
             stack.push_async_callback(_cancel, asyncio.create_task(start_ui(app, stack)))
         yield
     app.state.engine = None
@@ -70,7 +76,7 @@ async def _cancel(task: asyncio.Task) -> None:
 
 def create_app(settings: Settings | None = None, ui: bool = True) -> FastAPI:
     "The API (and, with `ui` and `settings.ui_enabled`, the Gradio UI on /ui), configured by `settings` or the environment."
-    settings = settings or Settings()
+    settings = settings or load_settings()
     setup_logging(settings.log_level)
     app = FastAPI(
         title="fashioncat",
@@ -84,7 +90,8 @@ def create_app(settings: Settings | None = None, ui: bool = True) -> FastAPI:
     app.state.settings = settings
     app.state.engine = None
     app.state.metrics = Metrics()
-    app.state.ui_mount = None
+    app.state.ui_mount = app.state.feedback = None
+    app.state.feedback_problem = ""
     install_error_handlers(app)
     app.include_router(predict.router)
     app.include_router(system.router)
@@ -94,9 +101,14 @@ def create_app(settings: Settings | None = None, ui: bool = True) -> FastAPI:
             "per-process state; serve it from a one-worker instance, or set FASHIONCAT_UI_ENABLED=false to silence this"
         )
     elif ui and settings.ui_enabled:  # FASHIONCAT_UI_ENABLED=false: API only
+        check_ui_settings(settings)  # a data folder and accounts (or auth explicitly off), before anything serves
         mount_ui_placeholder(app)  # the Gradio app replaces it once the lifespan has built it (app/ui/mount.py)
     app.add_middleware(RequestContext, metrics=app.state.metrics)
     return app
 
 
-app = create_app()
+try:
+    app = create_app()
+except SettingsError as e:  # one line naming the variable, no traceback, a non-zero exit (uvicorn stops)
+    print(f"fashioncat: invalid settings: {e}", file=sys.stderr)
+    raise SystemExit(2) from None

@@ -114,10 +114,31 @@ class FeedbackStore:
         that Excel reads it as UTF-8; `chosen_ru` is the chosen category's Russian name from `names_ru` (English: Russian)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="", encoding="utf-8-sig") as f:
+        tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")  # written whole, then swapped in
+        with open(tmp, "w", newline="", encoding="utf-8-sig") as f:
             w = csv.DictWriter(f, CSV_COLUMNS)
             w.writeheader()
             for r in reversed(self.rows(pixels=True)):
                 ru = (names_ru or {}).get(r["chosen"], "")
                 w.writerow({**r, "filename": _text_cell(r["filename"]), "chosen_ru": ru})
+        tmp.replace(path)
         return path
+
+
+def open_store(path: str | Path) -> tuple[FeedbackStore | None, str]:
+    """The store at `path` checked for use (its folder writable, the file a database of this schema, writes allowed),
+    or None and why not: the UI reports it, the API does not depend on it."""
+    try:
+        store = FeedbackStore(path)
+        with store._connect() as db:
+            cols = {r[1] for r in db.execute("PRAGMA table_info(feedback)")}
+            missing = set(_ROW_COLUMNS) - cols
+            if missing:
+                return None, f"{store.path} has a feedback table without {sorted(missing)}: not this app's database"
+            if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                return None, f"{store.path} is damaged (PRAGMA quick_check)"
+            db.execute("BEGIN IMMEDIATE")  # takes the write lock: fails on a read-only file or folder
+            db.rollback()
+        return store, ""
+    except (OSError, sqlite3.Error) as e:
+        return None, f"the corrections database {Path(path)} cannot be used: {type(e).__name__}: {e}"

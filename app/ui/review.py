@@ -9,7 +9,6 @@ Upload one photo or many; each gets the photo, the 28x28 view the model saw, the
 import functools
 import hashlib
 import re
-import time
 import uuid
 from collections import OrderedDict
 from pathlib import Path
@@ -23,6 +22,7 @@ from starlette.routing import Mount
 from fashioncat.photos import too_large
 from fashioncat.serving import Engine
 
+from ..core.auth import ui_auth
 from ..core.config import Settings
 
 from .feedback import FeedbackStore
@@ -239,7 +239,7 @@ class UI:
 
     def export_csv(self) -> str:
         "Every correction as CSV; the path of the file."
-        out = Path(self.app.state.settings.data_dir) / "exports" / f"feedback-{time.strftime('%Y%m%d-%H%M%S')}.csv"
+        out = Path(self.app.state.settings.data_dir) / "exports" / "feedback.csv"  # one file, replaced: none pile up
         return str(self.store.to_csv(out, dict(zip(self.engine.classes, self.engine.classes_ru))))
 
 
@@ -377,6 +377,7 @@ def gradio_app(app: FastAPI, path: str = "/ui"):
     carrier = FastAPI()
     carrier.user_middleware = app.user_middleware  # gradio's CORS middleware defers to the real parent's, if any
     blocks = build_ui(ui)
+    blocks.delete_cache = (min(s.upload_max_age_s, 600), s.upload_max_age_s)  # uploads go after FASHIONCAT_UPLOAD_MAX_AGE_S
     gr.mount_gradio_app(
         carrier,
         blocks,
@@ -387,6 +388,8 @@ def gradio_app(app: FastAPI, path: str = "/ui"):
         max_file_size=s.max_bytes,  # uploads over it are refused by gradio's /upload with 413
         footer_links=["api"],
         css=_CSS,
+        auth=ui_auth(s),  # app/core/auth.py: Gradio's login guards the page and its API routes alike
+        auth_message="Войдите, чтобы проверять категории товаров.",
     )
     # `launch()` sets this; mounting does not, and without it gradio skips its check that a function's input files
     # were uploaded (processing_utils._check_allowed): any path a client names would be copied into the cache,
