@@ -18,6 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 import fashioncat
 from fashioncat.serving import Engine
 
+from .core.admission import BUDGET
 from .core.auth import check_ui_settings
 from .core.config import Settings, SettingsError, load_settings
 
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None, ui: bool = True) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
+    BUDGET.configure(settings.memory_budget_mb * 2**20, settings.admission_wait_s)  # one budget: the process's memory
     app.state.engine = None
     app.state.metrics = Metrics()
     app.state.ui_mount = app.state.feedback = None

@@ -344,6 +344,8 @@ class Server:
         cmd = [python, "-m", "uvicorn", self.app, "--host", HOST, "--port", str(self.port), "--no-access-log"]
         cmd += ["--loop", "uvloop", "--http", "httptools"]  # as docker/Dockerfile and `make serve` run it
         cmd += ["--workers", str(workers), "--log-level", "warning"] + (["--factory"] if self.factory else [])
+        # the UI wants a data folder and accounts: a throwaway folder, and no login (the server binds 127.0.0.1)
+        env = {"FASHIONCAT_DATA_DIR": str(log.parent / "feedback"), "FASHIONCAT_UI_AUTH": "off", **env}
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
         deadline = t0 + 120

@@ -155,15 +155,20 @@ async def _body_stream(body: bytes) -> AsyncIterator[bytes]:
     yield body
 
 
-def _media(request: Request) -> str:
+def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def single_limit(s: Settings) -> int:
+    "The largest /predict body: one image, base64 in JSON, with the multipart or JSON around it."
+    return s.max_bytes * 4 // 3 + _OVERHEAD
 
 
 async def read_one(request: Request, s: Settings) -> tuple[str | None, bytes]:
     "The (filename, bytes) of the single image in a /predict request."
     how = _HOW.format(field="file", json_shape='{"image_base64": "..."}')
     one = RequestError('/predict takes one image, in one "file" field; send several images to /predict/batch')
-    media, limit = _media(request), s.max_bytes * 4 // 3 + _OVERHEAD
+    media, limit = media_type(request), single_limit(s)
     _check_length(request, limit)
     if media == "multipart/form-data":
         cl = request.headers.get("content-length", "")
@@ -198,7 +203,7 @@ async def read_many(request: Request, s: Settings) -> list[tuple[str | None, byt
     too_many = RequestError(
         f"more than {s.max_batch} images in one batch; split it into several requests", 413, "too_many_images"
     )
-    media, limit = _media(request), s.max_batch_bytes
+    media, limit = media_type(request), s.max_batch_bytes
     _check_length(request, limit)
     items: list[tuple[str | None, bytes | Exception]] = []
     if media == "multipart/form-data":

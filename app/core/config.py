@@ -24,7 +24,7 @@ class Settings(EngineSettings):
     ui_enabled: bool = True  # mount the merchandisers' UI on /ui (behind its own login: ui_users or ui_user_header)
     data_dir: str | None = None  # where the UI's corrections are stored (feedback.sqlite); required with the UI
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
-    memory_budget_mb: int = Field(320, ge=16, le=1_048_576)  # bytes that decoding and batches may hold at once
+    memory_budget_mb: int = Field(340, ge=16, le=1_048_576)  # MB that bodies and decodes may hold at once
     admission_wait_s: float = Field(2.0, ge=0, le=60)  # how long a request waits for the budget before a 503
     ui_auth: Literal["on", "off"] = "on"  # "off": no login on /ui (only for a UI on 127.0.0.1)
     ui_users: str = ""  # a file of `user:hash` lines (bcrypt `$2b$...` or `sha256:<hex>`), the UI's accounts
