@@ -17,6 +17,8 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
+from fashioncat.batch import csv_safe  # one rule for formula-like cells, shared with fashioncat_predict
+
 _SCHEMA = """CREATE TABLE IF NOT EXISTS feedback (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     created_at TEXT NOT NULL,
@@ -31,7 +33,6 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS feedback (
     model_version TEXT NOT NULL
 )"""
 _INDEX = "CREATE INDEX IF NOT EXISTS feedback_image_sha256 ON feedback (image_sha256)"  # added to older files too
-_FORMULA = ("=", "+", "-", "@", "\t", "\r")  # a cell starting so is a formula to Excel and LibreOffice
 _ROW_COLUMNS = [
     "id",
     "created_at",
@@ -52,11 +53,6 @@ class Saved(NamedTuple):
 
     id: int
     replaced: str | None
-
-
-def _text_cell(s: str | None) -> str | None:
-    "A user-supplied text as a CSV cell that a spreadsheet shows as text, never runs as a formula (OWASP's advice)."
-    return "'" + s if s and s.startswith(_FORMULA) else s
 
 
 class FeedbackStore:
@@ -120,7 +116,7 @@ class FeedbackStore:
             w.writeheader()
             for r in reversed(self.rows(pixels=True)):
                 ru = (names_ru or {}).get(r["chosen"], "")
-                w.writerow({**r, "filename": _text_cell(r["filename"]), "chosen_ru": ru})
+                w.writerow({**r, "filename": csv_safe(r["filename"]), "chosen_ru": ru})
         tmp.replace(path)
         return path
 
