@@ -168,7 +168,11 @@ def main(argv=None) -> dict:
             "rss_after_mb": round(rss_bytes(srv.proc.pid) / 2**20),
             "photos": summary(photos),
             **({"json_batches": summary(batches)} if batches else {}),
-            "small_idle": {"n": len(idle), "p50_ms": pct([a[1] for a in idle], 50), "p95_ms": pct([a[1] for a in idle], 95)},
+            "small_idle": {
+                "n": len(idle),
+                "p50_ms": pct([a[1] for a in idle], 50),
+                "p95_ms": pct([a[1] for a in idle], 95),
+            },
             "small_during": {
                 "n": len(during),
                 "statuses": sorted({a[0] for a in during}),

@@ -131,8 +131,14 @@ def multipart_body(draw) -> tuple[bytes, str]:
         disp = f'form-data; name="{name}"' + ("" if draw(st.booleans()) and name != "file" else f'; filename="{fname}"')
         ctype = draw(st.sampled_from(["image/png", "application/octet-stream", "text/plain", ""]))
         head = f"Content-Disposition: {disp}\r\n" + (f"Content-Type: {ctype}\r\n" if ctype else "")
-        parts.append(f"--{boundary}\r\n".encode() + head.encode("utf-8", "surrogatepass") + b"\r\n" + draw(image_bytes()))
-    body = b"\r\n".join(parts) + (b"\r\n" if parts else b"") + draw(st.sampled_from([f"--{boundary}--\r\n".encode(), b"", b"--"]))
+        parts.append(
+            f"--{boundary}\r\n".encode() + head.encode("utf-8", "surrogatepass") + b"\r\n" + draw(image_bytes())
+        )
+    body = (
+        b"\r\n".join(parts)
+        + (b"\r\n" if parts else b"")
+        + draw(st.sampled_from([f"--{boundary}--\r\n".encode(), b"", b"--"]))
+    )
     ctype = draw(st.sampled_from([f"multipart/form-data; boundary={boundary}", "multipart/form-data", "multipart/form-data; boundary=other"]))  # fmt: skip
     return body, ctype
 
@@ -167,19 +173,26 @@ def raw_request(method: str, path: str, headers: dict[str, str], body: bytes) ->
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
+KEEPALIVE_S = 4.0  # uvicorn closes a connection idle for 5 s: reuse only younger ones, as httpx does
+
+
 class Connection:
-    "One keep-alive connection to the server; reopened after the server closes it (which is not a drop)."
+    """One keep-alive connection to the server; reopened after the server closes it with its answer, or when it has
+    been idle long enough for the server's keep-alive timeout (neither is a drop)."""
 
     def __init__(self, port: int):
-        self.port, self.sock = port, None
+        self.port, self.sock, self.last = port, None, 0.0
 
     def send(self, raw: bytes) -> tuple[int, bytes]:
+        if self.sock is not None and time.monotonic() - self.last > KEEPALIVE_S:
+            self.close()
         if self.sock is None:
             self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=60)
         self.sock.sendall(raw)
         resp = http.client.HTTPResponse(self.sock)
         resp.begin()
         body = resp.read()
+        self.last = time.monotonic()
         if resp.will_close:
             self.close()
         return resp.status, body
@@ -220,26 +233,30 @@ def run_schemathesis(port: int, n: int, stats: Counter, fails: list) -> None:
 
     schema = schemathesis.openapi.from_url(f"http://127.0.0.1:{port}/openapi.json")
     ops = [o.ok() for o in schema.get_all_operations()]
-    per_op = max(1, n // len(ops))
     for op in ops:
+        _fuzz_operation(op, max(1, n // len(ops)), stats, fails, not_a_server_error)
 
-        @given(case=op.as_strategy())
-        @settings(max_examples=per_op, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-        def one(case):
-            try:
-                r = case.call()
-            except Exception as e:  # noqa: BLE001 - a connection the server dropped
-                stats["dropped"] += 1
-                fails.append({"dropped": type(e).__name__, "operation": op.label})
-                return
-            stats[f"status_{r.status_code}"] += 1
-            stats["requests"] += 1
-            try:
-                case.validate_response(r, checks=[not_a_server_error])
-            except Exception as e:  # noqa: BLE001 - schemathesis' report of a 5xx
-                fails.append({"status": r.status_code, "operation": op.label, "check": str(e)[:300]})
 
-        one()
+def _fuzz_operation(op, n: int, stats: Counter, fails: list, check) -> None:
+    "Up to `n` of schemathesis' cases for one operation."
+
+    @given(case=op.as_strategy())
+    @settings(max_examples=n, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    def one(case):
+        try:
+            r = case.call()
+        except Exception as e:  # noqa: BLE001 - a connection the server dropped
+            stats["dropped"] += 1
+            fails.append({"dropped": type(e).__name__, "operation": op.label})
+            return
+        stats[f"status_{r.status_code}"] += 1
+        stats["requests"] += 1
+        try:
+            case.validate_response(r, checks=[check])
+        except Exception as e:  # noqa: BLE001 - schemathesis' report of a 5xx
+            fails.append({"status": r.status_code, "operation": op.label, "check": str(e)[:300]})
+
+    one()
 
 
 def main(argv=None) -> dict:

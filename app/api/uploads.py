@@ -21,7 +21,6 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from fashioncat.photos import ServingError, too_large
 
 from ..core.config import Settings
-
 from ..core.errors import RequestError
 
 _OVERHEAD = 64 * 1024  # multipart headers and JSON around the image
@@ -118,7 +117,9 @@ async def _json(request: Request, limit: int):
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RequestError(f"the body is not valid JSON ({e})") from e
     except ValueError as e:  # an integer of more than sys.get_int_max_str_digits() digits (CVE-2020-10735's guard)
-        raise RequestError(f"the JSON body holds a number too large to read ({e}); send numbers as ordinary values") from e
+        raise RequestError(
+            f"the JSON body holds a number too large to read ({e}); send numbers as ordinary values"
+        ) from e
     except RecursionError as e:
         raise RequestError("the JSON body is nested too deeply; send a flat object or list") from e
 

@@ -87,7 +87,9 @@ class GuardedHttpTools(HttpToolsProtocol):
         elif self._reading_headers and not self._refused:  # headers still incomplete after these bytes: count them
             self._raw += len(data)
             if self._raw > MAX_HEADER_BYTES:
-                self._refuse(431, "headers_too_large", f"the request line and headers exceed {MAX_HEADER_BYTES:,} bytes")
+                self._refuse(
+                    431, "headers_too_large", f"the request line and headers exceed {MAX_HEADER_BYTES:,} bytes"
+                )
 
     def send_400_response(self, msg: str) -> None:  # the parser refused the request: JSON, like every other error
         if not self._refused:

@@ -6,7 +6,6 @@ import io
 import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image

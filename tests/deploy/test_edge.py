@@ -71,13 +71,17 @@ def response(sock: socket.socket) -> tuple[int, dict, float]:
 @pytest.fixture(scope="module")
 def api(model_path, tmp_path_factory):
     d = tmp_path_factory.mktemp("edge")
-    env = {"FASHIONCAT_MODEL_PATH": str(model_path), "FASHIONCAT_UI_ENABLED": "false", "FASHIONCAT_HEADER_TIMEOUT_S": "2"}
+    env = {
+        "FASHIONCAT_MODEL_PATH": str(model_path),
+        "FASHIONCAT_UI_ENABLED": "false",
+        "FASHIONCAT_HEADER_TIMEOUT_S": "2",
+    }
     with uvicorn(env, d / "server.log") as (url, port):
         yield url, port
 
 
 def test_half_sent_headers_get_408_in_json(api):
-    url, port = api
+    _, port = api
     with socket.create_connection(("127.0.0.1", port)) as s:
         s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nX-Slow: ")
         status, body, waited = response(s)
@@ -94,9 +98,11 @@ def test_an_oversized_header_gets_431_before_it_is_read(api):
 
 
 def test_a_big_body_in_one_send_is_not_taken_for_headers(api):
-    url, port = api
+    _, port = api
     body = b"x" * 3_000_000  # arrives in chunks much larger than the header limit, right after the headers
-    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(
+        body
+    )
     with socket.create_connection(("127.0.0.1", port)) as s:
         s.sendall(head + body + b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")  # and one more
         s.settimeout(30)
@@ -107,7 +113,7 @@ def test_a_big_body_in_one_send_is_not_taken_for_headers(api):
 
 
 def test_bytes_that_are_not_http_get_a_json_400(api):
-    url, port = api
+    _, port = api
     with socket.create_connection(("127.0.0.1", port)) as s:
         s.sendall(b"\x16\x03\x01 not http at all\r\n\r\n")
         status, body, _ = response(s)
@@ -117,8 +123,10 @@ def test_bytes_that_are_not_http_get_a_json_400(api):
 def test_a_stalled_body_is_cut_and_the_server_stays_healthy(api):
     url, port = api
     with socket.create_connection(("127.0.0.1", port)) as s:
-        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                  b"Content-Length: 100000\r\n\r\n--b\r\n")
+        s.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Content-Length: 100000\r\n\r\n--b\r\n"
+        )
         s.settimeout(15)
         t0 = time.monotonic()
         assert s.recv(65536) == b""  # closed by the server: no answer is owed to a client that stalled

@@ -3,10 +3,10 @@
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
-from ..deps import API_KEY_PARAM, checked
 from ...core.admission import BUDGET, Overloaded, body_cost
-from ..schemas import BatchResponse, ErrorResponse, PredictResponse
 from ...core.service import categorise, inline_ok, public
+from ..deps import API_KEY_PARAM, checked
+from ..schemas import BatchResponse, ErrorResponse, PredictResponse
 from ..uploads import media_type, read_many, read_one, single_limit
 
 _ERRORS = {s: {"model": ErrorResponse} for s in (400, 401, 413, 415, 422, 503)}

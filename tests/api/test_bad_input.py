@@ -25,21 +25,21 @@ def client(model_path, tmp_path_factory):
 
 @pytest.mark.parametrize("path", ["/predict", "/predict/batch"])
 def test_huge_json_integer_is_400(client, path):
-    body = '{"n": %s, "image_base64": "%s", "images": [{"image_base64": "%s"}]}' % ("7" * 5000, B64, B64)
+    body = f'{{"n": {"7" * 5000}, "image_base64": "{B64}", "images": [{{"image_base64": "{B64}"}}]}}'
     r = client.post(path, content=body.encode(), headers=JSON)
     assert r.status_code == 400, r.text
     assert r.json()["error"] == "bad_request" and "number too large" in r.json()["detail"]
 
 
 def test_lone_surrogate_filename_predict_is_400(client):
-    body = '{"filename": "a\\ud800.png", "image_base64": "%s"}' % B64
+    body = f'{{"filename": "a\\ud800.png", "image_base64": "{B64}"}}'
     r = client.post("/predict", content=body.encode(), headers=JSON)
     assert r.status_code == 400, r.text
     assert "not valid Unicode" in r.json()["detail"]
 
 
 def test_lone_surrogate_filename_batch_is_an_item_error(client):
-    body = '{"images": [{"filename": "a\\udfff.png", "image_base64": "%s"}, {"image_base64": "%s"}]}' % (B64, B64)
+    body = f'{{"images": [{{"filename": "a\\udfff.png", "image_base64": "{B64}"}}, {{"image_base64": "{B64}"}}]}}'
     r = client.post("/predict/batch", content=body.encode(), headers=JSON)
     assert r.status_code == 200, r.text
     first, second = r.json()["results"]

@@ -79,5 +79,7 @@ def test_compose_keeps_monitoring_local_and_secrets_out_of_the_file():
     assert s["prometheus"]["ports"] == ["127.0.0.1:9090:9090"] and s["grafana"]["ports"] == ["127.0.0.1:3000:3000"]
     assert s["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
     assert s["api"]["image"].endswith(f":${{FASHIONCAT_VERSION:-{VERSION}}}")
-    assert s["api"]["environment"]["FASHIONCAT_UI_USERS"] == "/run/secrets/ui_users" and s["api"]["secrets"] == ["ui_users"]
+    assert s["api"]["environment"]["FASHIONCAT_UI_USERS"] == "/run/secrets/ui_users" and s["api"]["secrets"] == [
+        "ui_users"
+    ]
     assert "docker/ui-users" in (ROOT / ".gitignore").read_text().splitlines()
