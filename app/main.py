@@ -104,6 +104,8 @@ def create_app(settings: Settings | None = None, ui: bool = True) -> FastAPI:
         )
     elif ui and settings.ui_enabled:  # FASHIONCAT_UI_ENABLED=false: API only
         check_ui_settings(settings)  # a data folder and accounts (or auth explicitly off), before anything serves
+        if settings.ui_auth == "off":
+            app_log.warning("the UI has no login (FASHIONCAT_UI_AUTH=off): serve it on 127.0.0.1 only")
         mount_ui_placeholder(app)  # the Gradio app replaces it once the lifespan has built it (app/ui/mount.py)
     app.add_middleware(RequestContext, metrics=app.state.metrics)
     return app

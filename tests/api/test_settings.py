@@ -140,3 +140,13 @@ def test_api_only_replicas_need_no_data_folder(model_path, tmp_path):
 
 async def _never(app, stack):
     return None
+
+
+@pytest.mark.parametrize("var, value", [("FASHIONCAT_HEADER_TIMEOUT_S", "0"), ("FASHIONCAT_MAX_HEADER_BYTES", "lots")])
+def test_the_edge_limits_fail_closed_too(var, value):
+    "uvicorn imports app.core.edge before the app: its two variables are checked there, with the same one line."
+    base = {k: v for k, v in os.environ.items() if not k.startswith("FASHIONCAT_")}
+    r = subprocess.run([sys.executable, "-c", "import app.core.edge"], env={**base, var: value}, cwd=ROOT,
+                       capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert r.returncode != 0 and r.stderr.strip().splitlines() == [r.stderr.strip()], r.stderr
+    assert r.stderr.startswith(f"fashioncat: invalid settings: {var}=")
