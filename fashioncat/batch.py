@@ -36,7 +36,7 @@ def predict_files(engine:Engine, files:list[Path], batch_size:int=64, progress:b
         if bar: bar.update(len(chunk))
     if bar: bar.close()
 
-# %% ../nbs/05b_batch.ipynb #63a2432c
+# %% ../nbs/05b_batch.ipynb #d9e593d9
 _FORMULA = ('=', '+', '-', '@', '\t', '\r')  # a cell starting so is a formula to Excel and LibreOffice
 
 def csv_safe(value):
