@@ -112,6 +112,12 @@ class Metrics:
             registry=r,
             multiprocess_mode="max",
         )
+        self.overloaded = Counter(
+            "fashioncat_overloaded_total",
+            "Requests (stage=body) and images (stage=decode) refused with 503: the memory budget was taken",
+            ["stage"],
+            registry=r,
+        )
         self.stored = []  # collectors of figures read from the stores at scrape time (app/ui/workflow.py)
 
     def render(self) -> tuple[bytes, str]:

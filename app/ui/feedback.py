@@ -17,6 +17,8 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
+from fashioncat.batch import csv_safe  # one rule for formula-like cells, shared with fashioncat_predict
+
 _SCHEMA = """CREATE TABLE IF NOT EXISTS feedback (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     created_at TEXT NOT NULL,
@@ -32,7 +34,6 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS feedback (
     reviewer TEXT NOT NULL DEFAULT ''
 )"""
 _INDEX = "CREATE INDEX IF NOT EXISTS feedback_image_sha256 ON feedback (image_sha256)"  # added to older files too
-_FORMULA = ("=", "+", "-", "@", "\t", "\r")  # a cell starting so is a formula to Excel and LibreOffice
 _ROW_COLUMNS = [
     "id",
     "created_at",
@@ -56,11 +57,6 @@ class Saved(NamedTuple):
 
     id: int
     replaced: str | None
-
-
-def _text_cell(s: str | None) -> str | None:
-    "A user-supplied text as a CSV cell that a spreadsheet shows as text, never runs as a formula (OWASP's advice)."
-    return "'" + s if s and s.startswith(_FORMULA) else s
 
 
 def put(db: sqlite3.Connection, *, image: bytes, view_png: bytes, filename: str | None, predicted: str,
@@ -128,10 +124,31 @@ class FeedbackStore:
         that Excel reads it as UTF-8; `chosen_ru` is the chosen category's Russian name from `names_ru` (English: Russian)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="", encoding="utf-8-sig") as f:
+        tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")  # written whole, then swapped in
+        with open(tmp, "w", newline="", encoding="utf-8-sig") as f:
             w = csv.DictWriter(f, CSV_COLUMNS)
             w.writeheader()
             for r in reversed(self.rows(pixels=True)):
                 ru = (names_ru or {}).get(r["chosen"], "")
-                w.writerow({**r, "filename": _text_cell(r["filename"]), "chosen_ru": ru})
+                w.writerow({**r, "filename": csv_safe(r["filename"]), "chosen_ru": ru})
+        tmp.replace(path)
         return path
+
+
+def open_store(path: str | Path) -> tuple[FeedbackStore | None, str]:
+    """The store at `path` checked for use (its folder writable, the file a database of this schema, writes allowed),
+    or None and why not: the UI reports it, the API does not depend on it."""
+    try:
+        store = FeedbackStore(path)
+        with store._connect() as db:
+            cols = {r[1] for r in db.execute("PRAGMA table_info(feedback)")}
+            missing = set(_ROW_COLUMNS) - cols
+            if missing:
+                return None, f"{store.path} has a feedback table without {sorted(missing)}: not this app's database"
+            if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                return None, f"{store.path} is damaged (PRAGMA quick_check)"
+            db.execute("BEGIN IMMEDIATE")  # takes the write lock: fails on a read-only file or folder
+            db.rollback()
+        return store, ""
+    except (OSError, sqlite3.Error) as e:
+        return None, f"the corrections database {Path(path)} cannot be used: {type(e).__name__}: {e}"

@@ -12,7 +12,6 @@ cache.
 import functools
 import hashlib
 import re
-import time
 import uuid
 from collections import OrderedDict
 from datetime import datetime
@@ -27,6 +26,7 @@ from starlette.routing import Mount
 from fashioncat.photos import too_large
 from fashioncat.serving import Engine
 
+from ..core.auth import ui_auth
 from ..core.config import Settings
 from ..core.logs import app_log
 from ..core.service import categorise as run_categorise
@@ -281,7 +281,7 @@ class UI:
 
     def export_csv(self) -> str:
         "Every correction as CSV; the path of the file."
-        out = Path(self.app.state.settings.data_dir) / "exports" / f"feedback-{time.strftime('%Y%m%d-%H%M%S')}.csv"
+        out = Path(self.app.state.settings.data_dir) / "exports" / "feedback.csv"  # one file, replaced: none pile up
         return str(self.store.to_csv(out, dict(zip(self.engine.classes, self.engine.classes_ru))))
 
 
@@ -447,6 +447,7 @@ def gradio_app(app: FastAPI, path: str = "/ui"):
     carrier = FastAPI()
     carrier.user_middleware = app.user_middleware  # gradio's CORS middleware defers to the real parent's, if any
     blocks = build_ui(ui)
+    blocks.delete_cache = (min(s.upload_max_age_s, 600), s.upload_max_age_s)  # uploads go after FASHIONCAT_UPLOAD_MAX_AGE_S
     gr.mount_gradio_app(
         carrier,
         blocks,
@@ -458,6 +459,8 @@ def gradio_app(app: FastAPI, path: str = "/ui"):
         footer_links=["api"],
         css=_CSS,
         head=f"<script>{_JS}</script>",
+        auth=ui_auth(s),  # app/core/auth.py: Gradio's login guards the page and its API routes alike
+        auth_message="Войдите, чтобы проверять категории товаров.",
     )
     # `launch()` sets this; mounting does not, and without it gradio skips its check that a function's input files
     # were uploaded (processing_utils._check_allowed): any path a client names would be copied into the cache,
