@@ -22,16 +22,15 @@ from fastapi.staticfiles import StaticFiles
 import fashioncat
 from fashioncat.serving import Engine
 
+from .api.routes import batches, predict, system
 from .core.admission import BUDGET
 from .core.auth import check_ui_settings
 from .core.config import Settings, SettingsError, load_settings
-
 from .core.errors import install_error_handlers
-from .ui.feedback import open_store
 from .core.logs import app_log, setup_logging
 from .core.metrics import PROCESS_SAMPLE_S, Metrics
 from .core.middleware import RequestContext
-from .api.routes import batches, predict, system
+from .ui.feedback import open_store
 from .ui.mount import mount_ui_placeholder, start_ui
 from .ui.queue_routes import router as queue_router
 from .ui.workflow import open_workflow
@@ -48,7 +47,9 @@ async def lifespan(app: FastAPI):
     if app.state.ui_mount is not None:  # the corrections store is the UI's: API-only replicas need no data folder
         app.state.feedback, app.state.feedback_problem = open_store(Path(s.data_dir) / "feedback.sqlite")
         if app.state.feedback is None:
-            app_log.error("the corrections store is unusable; the UI is off, the API serves", extra={"path": s.data_dir})
+            app_log.error(
+                "the corrections store is unusable; the UI is off, the API serves", extra={"path": s.data_dir}
+            )
             app.state.ui_mount.failed(app.state.feedback_problem)
         else:  # the batches, beside the corrections
             app.state.workflow = open_workflow(app, Path(s.data_dir) / "feedback.sqlite")

@@ -13,8 +13,10 @@ import sys
 from pathlib import Path
 
 import bcrypt
+from starlette.requests import Request
 
 from .config import Settings, SettingsError
+from .errors import RequestError
 
 LOCAL_REVIEWER = "local"  # the reviewer's name when the UI runs without login (FASHIONCAT_UI_AUTH=off)
 
@@ -93,9 +95,28 @@ def check_ui_settings(s: Settings) -> None:
         read_users(s.ui_users)
 
 
+def ui_user(request) -> str | None:
+    "The name signed in to the UI's login, for a plain request of the same browser (the review queue's routes)."
+    gradio_app = getattr(getattr(request.app.state, "ui_mount", None), "app", None)
+    tokens = getattr(gradio_app, "tokens", None)
+    if tokens is None:  # the UI is not up yet
+        return None
+    cid = gradio_app.cookie_id  # Gradio's own cookie names (gradio.routes.App.get_current_user)
+    return tokens.get(request.cookies.get(f"access-token-{cid}") or request.cookies.get(f"access-token-unsecure-{cid}"))
+
+
+def require_ui_user(request: Request) -> None:
+    "A dependency for routes the UI's page calls outside Gradio: with the login on, they need a signed-in browser."
+    if request.app.state.settings.ui_auth == "on" and ui_user(request) is None:
+        raise RequestError("sign in to the UI first (/ui)", 401, "unauthorized")
+
+
 def reviewer(request) -> str:
-    "Who is using the UI, for a Gradio handler's `request: gr.Request`: the signed-in name, else `LOCAL_REVIEWER`."
-    return getattr(request, "username", None) or LOCAL_REVIEWER
+    "Who is using the UI: the signed-in name (a Gradio handler's `gr.Request`, or a plain request), else `LOCAL_REVIEWER`."
+    name = getattr(request, "username", None)
+    if name is None and isinstance(request, Request):
+        name = ui_user(request)
+    return name or LOCAL_REVIEWER
 
 
 if __name__ == "__main__":  # python -m app.core.auth NAME: a users-file line for NAME

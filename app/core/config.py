@@ -22,7 +22,9 @@ class Settings(EngineSettings):
     max_batch_bytes: int = Field(64 * 2**20, ge=1, le=2**30)  # largest batch request body
     api_keys: str | None = None  # comma-separated keys; unset: /predict* needs none (set but blank: an error)
     ui_enabled: bool = True  # mount the merchandisers' UI on /ui (behind its own login: ui_users or ui_user_header)
-    data_dir: str | None = None  # where the UI's corrections and batches are stored (feedback.sqlite); required with the UI
+    data_dir: str | None = (
+        None  # where the UI's corrections and batches are stored (feedback.sqlite); required with the UI
+    )
     audit_share: float = Field(0.02, ge=0, le=1)  # share of confident answers put in the review queue for audit
     reviewer_header: str = ""  # a trusted proxy's header naming the signed-in reviewer (e.g. X-Forwarded-User)
     batch_max_files: int = Field(2000, ge=1, le=100_000)  # most photos in one upload of the review UI

@@ -59,8 +59,19 @@ class Saved(NamedTuple):
     replaced: str | None
 
 
-def put(db: sqlite3.Connection, *, image: bytes, view_png: bytes, filename: str | None, predicted: str,
-        confidence: float, chosen: str, chosen_index: int, model_version: str, reviewer: str = "") -> Saved:
+def put(
+    db: sqlite3.Connection,
+    *,
+    image: bytes,
+    view_png: bytes,
+    filename: str | None,
+    predicted: str,
+    confidence: float,
+    chosen: str,
+    chosen_index: int,
+    model_version: str,
+    reviewer: str = "",
+) -> Saved:
     "Store one correction in the open transaction of `db`, replacing any earlier one of the same image."
     sha = hashlib.sha256(image).hexdigest()
     old = db.execute("SELECT chosen FROM feedback WHERE image_sha256 = ? ORDER BY id DESC", (sha,)).fetchone()

@@ -1,19 +1,20 @@
 """The review queue's JSON routes under /ui/review, read and written by the page's own script (app/ui/queue.js).
 
 They answer the browser directly, without Gradio's queue, so that a key press is saved within a few milliseconds.
-Like the rest of /ui they are not behind the API keys; the reviewer comes from `workflow.reviewer_of`.
+Like the rest of /ui they are behind the UI's login, not the API keys; the reviewer comes from `workflow.reviewer_of`.
 """
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from ..api.routes.batches import batch_or_404, export_response, workflow
+from ..core.auth import require_ui_user
 from ..core.errors import RequestError
 from .batches import FILTERS
 from .workflow import reviewer_of
 
-router = APIRouter(prefix="/ui/review", include_in_schema=False)
+router = APIRouter(prefix="/ui/review", include_in_schema=False, dependencies=[Depends(require_ui_user)])
 PAGE = 50  # rows per page of the queue
 
 

@@ -215,7 +215,9 @@ class UI:
 
     def _who(self, request: gr.Request | None) -> str:
         s: Settings = self.app.state.settings
-        return reviewer_of(getattr(request, "request", None), s.reviewer_header, None, getattr(request, "username", None))
+        return reviewer_of(
+            getattr(request, "request", None), s.reviewer_header, None, getattr(request, "username", None)
+        )
 
     def correct(self, item_id: str, category: str, request: gr.Request = None) -> str:
         """The API's correction of a result by its id (from `categorise`'s JSON), while the result is in the cache:
@@ -330,7 +332,9 @@ def build_ui(ui: UI) -> gr.Blocks:
             f"**Отдельные фото** — до {s.max_batch} фото за раз, с подробностями по каждому."
         )
         with gr.Tab("Проверка партий"):
-            batch_files = gr.File(file_count="multiple", label="Фото партии (можно выбрать сразу сотни файлов)", height=110)
+            batch_files = gr.File(
+                file_count="multiple", label="Фото партии (можно выбрать сразу сотни файлов)", height=110
+            )
             reviewer, batch_id = gr.Textbox(visible=False), gr.Textbox(visible=False)
             gr.HTML("", elem_id="fc-queue", js_on_load=None, padding=False)
             batch_files.upload(
@@ -416,9 +420,7 @@ def build_ui(ui: UI) -> gr.Blocks:
                 "CSV содержит и сами изображения 28×28 (столбец `pixels`) — так исправления попадают в следующее обучение."
             )
             refresh = gr.Button("Обновить")
-            table = gr.Dataframe(
-                headers=["Время", "Файл", "Модель", "Уверенность", "Исправлено на"], interactive=False
-            )
+            table = gr.Dataframe(headers=["Время", "Файл", "Модель", "Уверенность", "Исправлено на"], interactive=False)
             download = gr.Button("Скачать CSV")
             csv_file = gr.File(label="CSV с исправлениями")
             refresh.click(ui.table, outputs=[table], api_name="feedback_table")
@@ -447,7 +449,10 @@ def gradio_app(app: FastAPI, path: str = "/ui"):
     carrier = FastAPI()
     carrier.user_middleware = app.user_middleware  # gradio's CORS middleware defers to the real parent's, if any
     blocks = build_ui(ui)
-    blocks.delete_cache = (min(s.upload_max_age_s, 600), s.upload_max_age_s)  # uploads go after FASHIONCAT_UPLOAD_MAX_AGE_S
+    blocks.delete_cache = (
+        min(s.upload_max_age_s, 600),
+        s.upload_max_age_s,
+    )  # uploads go after FASHIONCAT_UPLOAD_MAX_AGE_S
     gr.mount_gradio_app(
         carrier,
         blocks,

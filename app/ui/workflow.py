@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 
 from fashioncat.photos import too_large
 
+from ..core.auth import LOCAL_REVIEWER, reviewer
 from ..core.logs import app_log
 from ..core.service import categorise
 from .batches import FILTERS, BatchStore
@@ -35,11 +36,7 @@ def reviewer_of(request: Request | None, header: str, given: str | None = None, 
     """Who acts: the authenticated user (app.core.auth, when present), else the trusted proxy's `header`
     (`FASHIONCAT_REVIEWER_HEADER`), else Gradio's login, else the name the browser remembers (`given`)."""
     if request is not None:
-        try:
-            from ..core.auth import reviewer  # the UI's authentication, where it is configured
-        except ImportError:
-            reviewer = None
-        if reviewer is not None and (name := reviewer(request)):
+        if (name := reviewer(request)) != LOCAL_REVIEWER:  # signed in through the UI's login
             return str(name)[:80]
         if header and request.headers.get(header):
             return request.headers[header].strip()[:80]

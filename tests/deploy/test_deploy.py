@@ -402,8 +402,8 @@ def app_metrics(model_path, tmp_path_factory) -> str:
     "The app's /metrics after a prediction, a probe and a broken upload (the UI mounted, as in production)."
     from fastapi.testclient import TestClient
 
-    from app.main import create_app
     from app.core.config import Settings
+    from app.main import create_app
 
     settings = Settings(model_path=str(model_path), data_dir=str(tmp_path_factory.mktemp("feedback")))
     with TestClient(create_app(settings, ui=True)) as client:

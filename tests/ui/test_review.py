@@ -245,8 +245,8 @@ def test_ui_upload_limits(model_path, tmp_path, monkeypatch):
     from fastapi.testclient import TestClient
     from gradio.utils import get_upload_folder
 
-    from app.main import create_app
     from app.core.config import Settings
+    from app.main import create_app
 
     small, big = EXAMPLES[1], EXAMPLES[0]  # 9,367 and 42,326 bytes
     assert small.stat().st_size < 20_000 < big.stat().st_size
@@ -311,8 +311,8 @@ def test_ui_answers_503_while_starting_then_serves(model_path, tmp_path, monkeyp
     from fastapi.testclient import TestClient
 
     import app.ui.review
-    from app.main import create_app
     from app.core.config import Settings
+    from app.main import create_app
 
     gate, build = threading.Event(), app.ui.review.build_ui
     monkeypatch.setattr(app.ui.review, "build_ui", lambda ui: gate.wait(60) and build(ui))
@@ -469,8 +469,8 @@ def local(model_path, tmp_path_factory):
     "The app with its UI in this process (its state at hand, for the tests to change), through a TestClient."
     from fastapi.testclient import TestClient
 
-    from app.main import create_app
     from app.core.config import Settings
+    from app.main import create_app
 
     data_dir = tmp_path_factory.mktemp("ui-local")
     s = Settings(model_path=str(model_path), data_dir=str(data_dir), max_batch=7, max_bytes=3 * 2**20)
