@@ -7,15 +7,12 @@ Settings come from `FASHIONCAT_*` environment variables (`app.core.config.Settin
 
 import asyncio
 import contextlib
-import time
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.concurrency import run_in_threadpool
 
 import fashioncat
-from fashioncat.serving import Engine
 
 from .core.config import Settings
 
@@ -23,8 +20,9 @@ from .core.errors import install_error_handlers
 from .ui.feedback import FeedbackStore
 from .core.logs import app_log, setup_logging
 from .core.metrics import PROCESS_SAMPLE_S, Metrics
+from .core.models import start_models
 from .core.middleware import RequestContext
-from .api.routes import predict, system
+from .api.routes import admin, predict, system
 from .ui.mount import mount_ui_placeholder, start_ui
 
 
@@ -33,20 +31,12 @@ async def lifespan(app: FastAPI):
     """Load and warm up the engine once, before the first request; open the feedback store. Then start the UI in the
     background: the API (and `/ready`) does not wait for gradio, and `/ui` answers 503 until the UI is up."""
     s: Settings = app.state.settings
-    t0 = time.perf_counter()
-    engine = await run_in_threadpool(Engine.from_settings, s)
-    app.state.engine = engine
     app.state.feedback = FeedbackStore(Path(s.data_dir) / "feedback.sqlite")
     app.state.metrics.model_info.clear()
-    app.state.metrics.model_info.labels(engine.info.version, engine.info.commit, engine.info.architecture).set(1)
-    loaded = {
-        "model": Path(engine.info.path).name,
-        "version": engine.info.version,
-        "review_threshold": engine.review_threshold,
-    }
-    app_log.info("model loaded", extra={**loaded, "load_s": round(time.perf_counter() - t0, 3)})
     metrics: Metrics = app.state.metrics
     async with AsyncExitStack() as stack:  # on shutdown: the UI's own lifespan first, then the task if still running
+        # the served version (CURRENT's, else the default model), its swaps and the shadow: app/core/models.py
+        await start_models(app, stack)
         if metrics.multiproc_dir is not None:  # several workers: publish this one's CPU and memory until it stops
             stack.callback(metrics.worker_exit)
             stack.push_async_callback(_cancel, asyncio.create_task(_sample_process(metrics)))
@@ -82,12 +72,13 @@ def create_app(settings: Settings | None = None, ui: bool = True) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
-    app.state.engine = None
+    app.state.engine = app.state.shadow = None
     app.state.metrics = Metrics()
     app.state.ui_mount = None
     install_error_handlers(app)
     app.include_router(predict.router)
     app.include_router(system.router)
+    app.include_router(admin.router)
     if ui and settings.ui_enabled and app.state.metrics.multiproc_dir is not None:
         app_log.warning(
             "the UI is not mounted: this is one of several workers (PROMETHEUS_MULTIPROC_DIR is set), and the UI keeps "

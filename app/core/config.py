@@ -15,8 +15,20 @@ class Settings(EngineSettings):
     ui_enabled: bool = True  # mount the merchandisers' UI on /ui (the API keys do not cover it)
     data_dir: str = "feedback"  # where the UI's corrections are stored (feedback.sqlite)
     log_level: str = "INFO"
+    # Model updates (app/core/models.py, app/core/shadow.py, docs/serving.md "Model updates")
+    versions_dir: str = ""  # versions folder (fashioncat.versions); empty: versions/ beside the default model
+    admin_keys: str = ""  # comma-separated keys for /admin/*; empty: the admin API answers 404
+    model_poll_s: float = Field(0.0, ge=0)  # each worker checks CURRENT this often and swaps when it changes; 0: off
+    shadow_version: str = ""  # a version that runs in shadow on a share of the live traffic; empty: none
+    shadow_share: float = Field(0.1, ge=0, le=1)  # share of /predict requests the shadow version also sees
+    shadow_queue: int = Field(64, ge=1)  # requests waiting for the shadow model; more are dropped, never waited for
 
     @property
     def api_key_set(self) -> set[str]:
         "The configured API keys; empty when keys are off."
         return {k.strip() for k in self.api_keys.split(",") if k.strip()}
+
+    @property
+    def admin_key_set(self) -> set[str]:
+        "The configured admin keys; empty when the admin API is off."
+        return {k.strip() for k in self.admin_keys.split(",") if k.strip()}

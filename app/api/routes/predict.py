@@ -42,11 +42,11 @@ async def predict(request: Request):
     confidence, the top-k, and `needs_review` when the confidence is below the model's review threshold."""
     engine, s = checked(request)
     item = await read_one(request, s)
-    metrics = request.app.state.metrics
+    metrics, shadow = request.app.state.metrics, request.app.state.shadow
     if inline_ok(item[1]):  # a small PNG: cheaper here than the hop to a worker thread
-        (r,) = categorise(engine, metrics, [item], errors="raise")
+        (r,) = categorise(engine, metrics, [item], errors="raise", shadow=shadow)
     else:
-        (r,) = await run_in_threadpool(categorise, engine, metrics, [item], errors="raise")
+        (r,) = await run_in_threadpool(categorise, engine, metrics, [item], errors="raise", shadow=shadow)
     rid = request.state.request_id
     request.state.log.update(
         category=r["category"], confidence=r["confidence"], needs_review=r["needs_review"], image=r["image"]
@@ -74,7 +74,9 @@ async def predict_batch(request: Request):
     gets its own error entry (`error`, `status`, `detail`) and does not fail the others."""
     engine, s = checked(request)
     items = await read_many(request, s)
-    results = await run_in_threadpool(categorise, engine, request.app.state.metrics, items)
+    results = await run_in_threadpool(
+        categorise, engine, request.app.state.metrics, items, shadow=request.app.state.shadow
+    )
     out = [{"index": i, **public(r)} for i, r in enumerate(results)]
     n_err = sum("error" in r for r in out)
     request.state.log.update(batch_size=len(out), errors=n_err)
