@@ -35,7 +35,7 @@ async def lifespan(app: FastAPI):
     app.state.metrics.model_info.clear()
     metrics: Metrics = app.state.metrics
     async with AsyncExitStack() as stack:  # on shutdown: the UI's own lifespan first, then the task if still running
-        # the served version (CURRENT's, else the default model), its swaps and the shadow: app/core/models.py
+        # the served version (`current`'s, else the default model), its swaps and the shadow: app/core/models.py
         await start_models(app, stack)
         if metrics.multiproc_dir is not None:  # several workers: publish this one's CPU and memory until it stops
             stack.callback(metrics.worker_exit)

@@ -1,7 +1,7 @@
 """Hot swaps under load: latency at a steady rate with and without swaps of the served version, in one run against
 one server on 127.0.0.1.
 
-Builds a versions folder (two versions, `v1` and `v2`, copies of the shipped int8 model unless `--model`/`--model2`
+Builds a models folder (two versions, `v1` and `v2`, copies of the shipped int8 model unless `--model`/`--model2`
 say otherwise), starts `uvicorn app.main:app` on it with an admin key (the load test's `Server`), and sends one
 open-loop stream of 28x28 PNGs at `--rate` requests/s. The stream is cut into blocks of `--block-s` seconds that
 alternate: steady, swapping, steady, swapping, ... In a swapping block, `POST /admin/models/{version}/activate`
@@ -38,12 +38,12 @@ ADMIN_KEY = "swap-bench"
 
 
 def versions_folder(models: list[str]) -> Path:
-    "A temporary versions folder: v1, v2, ... holding the given model files, CURRENT -> v1."
-    root = Path(tempfile.mkdtemp(prefix="fashioncat-versions-"))
+    "A temporary models folder: versions v1, v2, ... holding the given model files, `current` -> v1."
+    root = Path(tempfile.mkdtemp(prefix="fashioncat-models-"))
     for i, m in enumerate(models, 1):
-        (root / f"v{i}").mkdir()
-        shutil.copy(ROOT / m if not Path(m).is_absolute() else m, root / f"v{i}" / "fashioncat-int8.onnx")
-    (root / "CURRENT").write_text("v1\n")
+        (root / "versions" / f"v{i}").mkdir(parents=True)
+        shutil.copy(ROOT / m if not Path(m).is_absolute() else m, root / "versions" / f"v{i}" / "fashioncat-int8.onnx")
+    (root / "current").write_text("v1\n")
     return root
 
 
@@ -132,7 +132,7 @@ async def main_async(args) -> dict:
     load_before = os.getloadavg()[0]
     root = versions_folder([args.model, args.model2])
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", OMP_NUM_THREADS="1", FASHIONCAT_THREADS="1")
-    env |= {"FASHIONCAT_VERSIONS_DIR": str(root), "FASHIONCAT_ADMIN_KEYS": ADMIN_KEY}
+    env |= {"FASHIONCAT_MODELS_DIR": str(root), "FASHIONCAT_ADMIN_KEYS": ADMIN_KEY}
     if args.no_ui:
         env["FASHIONCAT_UI_ENABLED"] = "false"
     srv = Server("fashioncat", "app.main:app", "/predict")

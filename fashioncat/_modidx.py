@@ -347,8 +347,9 @@ d = { 'settings': { 'branch': 'main',
                                      'fashioncat.versions.list_versions': ('versions.html#list_versions', 'fashioncat/versions.py'),
                                      'fashioncat.versions.model_file': ('versions.html#model_file', 'fashioncat/versions.py'),
                                      'fashioncat.versions.models_main': ('versions.html#models_main', 'fashioncat/versions.py'),
+                                     'fashioncat.versions.models_root': ('versions.html#models_root', 'fashioncat/versions.py'),
                                      'fashioncat.versions.notify_url': ('versions.html#notify_url', 'fashioncat/versions.py'),
                                      'fashioncat.versions.previous_version': ('versions.html#previous_version', 'fashioncat/versions.py'),
                                      'fashioncat.versions.serving_model': ('versions.html#serving_model', 'fashioncat/versions.py'),
                                      'fashioncat.versions.set_current': ('versions.html#set_current', 'fashioncat/versions.py'),
-                                     'fashioncat.versions.versions_root': ('versions.html#versions_root', 'fashioncat/versions.py')}}}
+                                     'fashioncat.versions.version_sha256': ('versions.html#version_sha256', 'fashioncat/versions.py')}}}

@@ -9,13 +9,14 @@ from pathlib import Path
 from fastcore.script import call_parse, Param
 
 # %% auto #0
-__all__ = ['MODEL_FILE', 'CURRENT', 'ADMIN_KEY_HEADER', 'VersionError', 'check_name', 'versions_root', 'list_versions',
-           'current_version', 'model_file', 'set_current', 'serving_model', 'previous_version', 'ServiceError',
-           'notify_url', 'models_main']
+__all__ = ['MODEL_FILE', 'VERSIONS', 'CURRENT', 'ADMIN_KEY_HEADER', 'VersionError', 'check_name', 'models_root', 'list_versions',
+           'current_version', 'model_file', 'set_current', 'serving_model', 'previous_version', 'version_sha256',
+           'ServiceError', 'notify_url', 'models_main']
 
-# %% ../nbs/05c_versions.ipynb #bd18310f
+# %% ../nbs/05c_versions.ipynb #6eb5cd43
 MODEL_FILE = 'fashioncat-int8.onnx'  # the model file in each version's folder
-CURRENT = 'CURRENT'  # the pointer file: the name of the version to serve
+VERSIONS = 'versions'  # the folder of the versions, in the models folder
+CURRENT = 'current'  # the pointer file, in the models folder: the name of the version to serve
 _NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]{0,63}')
 
 class VersionError(ValueError):
@@ -27,38 +28,38 @@ def check_name(version:str)->str:
         raise VersionError(f'invalid version name {version!r}: use letters, digits, ".", "_" and "-" (at most 64)')
     return version
 
-# %% ../nbs/05c_versions.ipynb #6ae35ecf
-def versions_root(model_path:str|Path, # the default model file (FASHIONCAT_MODEL_PATH)
-                  versions_dir:str|Path='', # the versions folder when set (FASHIONCAT_VERSIONS_DIR)
-                 )->Path:
-    "The versions folder: `versions_dir` when set, else `versions/` beside the default model."
-    return Path(versions_dir).expanduser() if str(versions_dir) else Path(model_path).parent/'versions'
+# %% ../nbs/05c_versions.ipynb #b5a97489
+def models_root(model_path:str|Path, # the default model file (FASHIONCAT_MODEL_PATH)
+                models_dir:str|Path='', # the models folder when set (FASHIONCAT_MODELS_DIR)
+               )->Path:
+    "The folder of `versions/` and `current`: `models_dir` when set, else the default model's folder."
+    return Path(models_dir).expanduser() if str(models_dir) else Path(model_path).parent
 
 def _natural(name:str): return [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', name)]
 
 def list_versions(root:str|Path)->list[str]:
-    "The versions under `root` whose folder holds a model file, in natural order (`v2` before `v10`)."
-    root = Path(root)
-    if not root.is_dir(): return []
-    names = (p.name for p in root.iterdir() if p.is_dir() and _NAME.fullmatch(p.name) and (p/MODEL_FILE).is_file())
+    "The versions under `root/versions` whose folder holds a model file, in natural order (2 before 10)."
+    d = Path(root)/VERSIONS
+    if not d.is_dir(): return []
+    names = (p.name for p in d.iterdir() if p.is_dir() and _NAME.fullmatch(p.name) and (p/MODEL_FILE).is_file())
     return sorted(names, key=_natural)
 
-# %% ../nbs/05c_versions.ipynb #18320708
+# %% ../nbs/05c_versions.ipynb #88204b29
 def current_version(root:str|Path)->str|None:
-    "The version `CURRENT` names, or None when there is no `CURRENT` file."
+    "The version `current` names, or None when there is no `current` file."
     f = Path(root)/CURRENT
     return check_name(f.read_text().strip()) if f.is_file() else None
 
 def model_file(root:str|Path, version:str)->Path:
     "The model file of `version`; `VersionError` when its folder or its model is missing."
-    p = Path(root)/check_name(version)/MODEL_FILE
+    p = Path(root)/VERSIONS/check_name(version)/MODEL_FILE
     if not p.is_file():
         known = ', '.join(list_versions(root)) or 'none'
         raise VersionError(f"no version {version!r} in {root} (no {p}); known: {known}")
     return p
 
 def set_current(root:str|Path, version:str)->str|None:
-    "Point `CURRENT` at `version`, atomically; returns the version it named before."
+    "Point `current` at `version`, atomically; returns the version it named before."
     model_file(root, version)
     f = Path(root)/CURRENT
     prev = f.read_text().strip() if f.is_file() else None
@@ -66,23 +67,31 @@ def set_current(root:str|Path, version:str)->str|None:
     tmp.write_text(version + '\n'); os.replace(tmp, f)
     return prev
 
-# %% ../nbs/05c_versions.ipynb #3207e4a5
+# %% ../nbs/05c_versions.ipynb #86d068e3
 def serving_model(default:str|Path, # the default model file
                   root:str|Path, # the versions folder
                  )->tuple[Path, str|None]:
-    "The model file to serve and its version name: `CURRENT`'s, else `default` with version None."
+    "The model file to serve and its version name: `current`'s, else `default` with version None."
     v = current_version(root)
     return (Path(default), None) if v is None else (model_file(root, v), v)
 
 def previous_version(root:str|Path, version:str|None=None)->str:
-    "The version listed just before `version` (default: `CURRENT`'s): what a rollback without a name goes back to."
+    "The version listed just before `version` (default: `current`'s): what a rollback without a name goes back to."
     names, version = list_versions(root), version or current_version(root)
     if version not in names or names.index(version) == 0:
         listed = ', '.join(names) or 'none'
         raise VersionError(f'no version before {version!r} in {root} (versions: {listed}); name one')
     return names[names.index(version) - 1]
 
-# %% ../nbs/05c_versions.ipynb #8c8eb25d
+# %% ../nbs/05c_versions.ipynb #66625411
+def version_sha256(root:str|Path, version:str)->str|None:
+    "The sha256 `version.json` records for the version's int8 model, or None without one."
+    f = Path(root)/VERSIONS/check_name(version)/'version.json'
+    if not f.is_file(): return None
+    try: return json.loads(f.read_text()).get('sha256', {}).get('int8')
+    except (ValueError, AttributeError) as e: raise VersionError(f'{f}: not a version record ({e})') from None
+
+# %% ../nbs/05c_versions.ipynb #e5d59918
 ADMIN_KEY_HEADER = 'X-Admin-Key'
 
 class ServiceError(RuntimeError):
@@ -92,7 +101,7 @@ def notify_url(url:str, # the service's base URL, e.g. http://127.0.0.1:8000
                admin_key:str, # one of its FASHIONCAT_ADMIN_KEYS
                timeout:float=60, # seconds to wait: the service loads and warms the model before it answers
               )->dict:
-    "POST /admin/reload: the service answering loads `CURRENT`'s version; returns its JSON answer."
+    "POST /admin/reload: the service answering loads `current`'s version; returns its JSON answer."
     req = urllib.request.Request(url.rstrip('/') + '/admin/reload', data=b'', method='POST',
                                  headers={ADMIN_KEY_HEADER: admin_key})
     try:
@@ -105,36 +114,36 @@ def notify_url(url:str, # the service's base URL, e.g. http://127.0.0.1:8000
     except (urllib.error.URLError, OSError) as e:
         raise ServiceError(f'{url}: cannot reach the service ({getattr(e, "reason", e)})') from None
 
-# %% ../nbs/05c_versions.ipynb #e2ac396b
+# %% ../nbs/05c_versions.ipynb #07b3ddc9
 def _sha(p:Path)->str: return hashlib.sha256(p.read_bytes()).hexdigest()[:12]
 
 def _admin_key()->str:
     key = os.environ.get('FASHIONCAT_ADMIN_KEY') or os.environ.get('FASHIONCAT_ADMIN_KEYS', '').split(',')[0].strip()
-    if not key: raise ServiceError("set FASHIONCAT_ADMIN_KEY to one of the service's FASHIONCAT_ADMIN_KEYS to use --url")
+    if not key: raise ServiceError("set FASHIONCAT_ADMIN_KEY (one of the service's FASHIONCAT_ADMIN_KEYS) to use --url")
     return key
 
 def _default_root()->Path:
     from .serving import Settings
-    return versions_root(Settings().resolved_model_path(), os.environ.get('FASHIONCAT_VERSIONS_DIR', ''))
+    return models_root(Settings().resolved_model_path(), os.environ.get('FASHIONCAT_MODELS_DIR', ''))
 
 def _tell(url:str|None, pid:int|None)->str:
-    "Tell the service to reload `CURRENT`; what happened, in a sentence."
+    "Tell the service to reload `current`; what happened, in a sentence."
     if url: return f"the service at {url} now serves {notify_url(url, _admin_key()).get('version')}"
     if pid: os.kill(pid, signal.SIGHUP); return f'sent SIGHUP to {pid}'
     return 'the service follows on its next poll (FASHIONCAT_MODEL_POLL_S) or restart; --url or --pid tells it now'
 
-# %% ../nbs/05c_versions.ipynb #867cc7d9
+# %% ../nbs/05c_versions.ipynb #c319c6a8
 @call_parse
 def models_main(cmd:Param('list, use VERSION, or rollback [VERSION]', str, choices=['list', 'use', 'rollback']),
-                version:Param('the version (rollback without one: the one listed before CURRENT)', str, nargs='?',
+                version:Param('the version (rollback without one: the one listed before current)', str, nargs='?',
                               opt=False)=None,
-                root:str=None, # versions folder (default: FASHIONCAT_VERSIONS_DIR, else versions/ beside the model)
+                models:str=None, # folder of versions/ and current (default: FASHIONCAT_MODELS_DIR, else the model's)
                 url:str=None, # then POST /admin/reload to the service at this URL (key: FASHIONCAT_ADMIN_KEY)
                 pid:int=None, # or send SIGHUP to this process
                ):
-    "List the model versions, or point CURRENT at one and tell the running service."
+    "List the model versions, or point `current` at one and tell the running service."
     try:
-        root = Path(root) if root else _default_root()
+        root = Path(models) if models else _default_root()
         if cmd == 'list':
             cur, names = current_version(root), list_versions(root)
             if not names: print(f'no versions in {root}; the service serves its default model')
@@ -143,5 +152,5 @@ def models_main(cmd:Param('list, use VERSION, or rollback [VERSION]', str, choic
         if cmd == 'use' and not version: raise VersionError('use needs a version: fashioncat_models use VERSION')
         target = version or previous_version(root)
         prev = set_current(root, target)
-        print(f'CURRENT: {prev or "(none)"} -> {target}; {_tell(url, pid)}')
+        print(f'current: {prev or "(none)"} -> {target}; {_tell(url, pid)}')
     except (VersionError, ServiceError, OSError) as e: sys.exit(f'fashioncat_models: {e}')

@@ -12,6 +12,8 @@ if str(ROOT) not in sys.path:  # `app` is a plain folder at the root, not an ins
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# tests serve the model they name: an installation's models/current (a promoted version) must not stand in for it
+os.environ.setdefault("FASHIONCAT_MODELS_DIR", str(ROOT / "tests" / "no-model-versions"))
 
 
 @pytest.fixture(scope="session")

@@ -16,9 +16,9 @@ class Settings(EngineSettings):
     data_dir: str = "feedback"  # where the UI's corrections are stored (feedback.sqlite)
     log_level: str = "INFO"
     # Model updates (app/core/models.py, app/core/shadow.py, docs/serving.md "Model updates")
-    versions_dir: str = ""  # versions folder (fashioncat.versions); empty: versions/ beside the default model
+    models_dir: str = ""  # folder of versions/ and current (fashioncat.versions); empty: the default model's folder
     admin_keys: str = ""  # comma-separated keys for /admin/*; empty: the admin API answers 404
-    model_poll_s: float = Field(0.0, ge=0)  # each worker checks CURRENT this often and swaps when it changes; 0: off
+    model_poll_s: float = Field(0.0, ge=0)  # each worker checks `current` this often, swaps when it changes; 0: off
     shadow_version: str = ""  # a version that runs in shadow on a share of the live traffic; empty: none
     shadow_share: float = Field(0.1, ge=0, le=1)  # share of /predict requests the shadow version also sees
     shadow_queue: int = Field(64, ge=1)  # requests waiting for the shadow model; more are dropped, never waited for

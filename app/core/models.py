@@ -6,7 +6,7 @@ it took, so it finishes on the old model; the old engine is freed when the last 
 to load (missing or corrupt file, another interface, other classes) is never swapped in: the old one keeps serving.
 
 Triggers: `POST /admin/models/{version}/activate` and `POST /admin/reload` (app/api/routes/admin.py), SIGHUP to a
-one-process server, and, with `FASHIONCAT_MODEL_POLL_S`, each worker watching the `CURRENT` file (fashioncat.versions).
+one-process server, and, with `FASHIONCAT_MODEL_POLL_S`, each worker watching the `current` file (fashioncat.versions).
 """
 
 import asyncio
@@ -24,7 +24,15 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from fashioncat.serving import Engine
-from fashioncat.versions import CURRENT, VersionError, check_name, current_version, model_file, versions_root
+from fashioncat.versions import (
+    CURRENT,
+    VersionError,
+    check_name,
+    current_version,
+    model_file,
+    models_root,
+    version_sha256,
+)
 
 from .config import Settings
 from .errors import RequestError
@@ -82,10 +90,10 @@ class ModelHolder:
     def __init__(self, app: FastAPI):
         self.app = app
         self.s: Settings = app.state.settings
-        self.root = versions_root(self.s.resolved_model_path(), self.s.versions_dir)
-        self.version: str | None = None  # the versions folder's name of the served model; None: the default model
+        self.root = models_root(self.s.resolved_model_path(), self.s.models_dir)
+        self.version: str | None = None  # the served version (its folder's name); None: the default model
         self._lock = threading.Lock()  # one load at a time: two swaps never interleave
-        self._seen: tuple | None = None  # CURRENT's ((inode, mtime, size), text) when last read, for the watcher
+        self._seen: tuple | None = None  # `current`'s ((inode, mtime, size), text) when last read
 
     def load(self, version: str | None) -> Engine:
         "A warmed engine for `version` (None: the default model), checked against the served one; nothing is swapped."
@@ -98,6 +106,17 @@ class ModelHolder:
             )
         except Exception as e:  # noqa: BLE001 - ModelError, or ONNX Runtime refusing the warm-up batches
             raise RequestError(f"{name} was not loaded, the served model is unchanged: {e}", 409, "model_rejected")
+        try:
+            want = version_sha256(self.root, version) if version is not None else None
+        except VersionError as e:
+            raise RequestError(f"{name} was not loaded, the served model is unchanged: {e}", 409, "model_rejected")
+        if want and want != engine.info.sha256:
+            raise RequestError(
+                f"{name} was not loaded, the served model is unchanged: {path} has sha256 {engine.info.sha256}, its "
+                f"version.json says {want} (a partial copy, or a changed file)",
+                409,
+                "model_rejected",
+            )
         if old is not None and engine.classes != old.classes:
             raise RequestError(
                 f"{name} was not loaded, the served model is unchanged: its classes {engine.classes} differ from the "
@@ -162,7 +181,7 @@ class ModelHolder:
             return None, None
 
     def reload(self, reason: str) -> dict:
-        "Serve what `CURRENT` names (the default model when there is no `CURRENT` file)."
+        "Serve what `current` names (the default model when there is no `current` file)."
         self._seen = self._current()
         try:
             version = current_version(self.root)
@@ -171,7 +190,7 @@ class ModelHolder:
         return self.activate(version, reason)
 
     def current_changed(self) -> bool:
-        "Whether `CURRENT` names another version than when it was last read (a cheap stat when it has not changed)."
+        "Whether `current` names another version than when it was last read (a cheap stat when it has not changed)."
         seen = self._seen
         now = self._current()
         if seen is not None and now[0] == seen[0]:
@@ -181,12 +200,12 @@ class ModelHolder:
 
 
 async def _watch(holder: ModelHolder, every_s: float) -> None:
-    "Poll `CURRENT` and swap when it names another version; a failed swap is logged and the old model kept."
+    "Poll `current` and swap when it names another version; a failed swap is logged and the old model kept."
     while True:
         await asyncio.sleep(every_s)
         if holder.current_changed():
-            with contextlib.suppress(RequestError):  # activate() logged it; the next change of CURRENT retries
-                await run_in_threadpool(holder.reload, "CURRENT changed")
+            with contextlib.suppress(RequestError):  # activate() logged it; the next change of `current` retries
+                await run_in_threadpool(holder.reload, "current changed")
 
 
 async def _on_sighup(holder: ModelHolder) -> None:
@@ -195,12 +214,12 @@ async def _on_sighup(holder: ModelHolder) -> None:
 
 
 async def start_models(app: FastAPI, stack: AsyncExitStack) -> ModelHolder:
-    """Load what `CURRENT` names (else the default model) onto `app.state.engine`, then: the `CURRENT` watcher when
+    """Load what `current` names (else the default model) onto `app.state.engine`, then: the `current` watcher when
     `model_poll_s` is set, and SIGHUP -> reload when the server runs its event loop in the main thread."""
     holder = app.state.models = ModelHolder(app)
     try:
         await run_in_threadpool(holder.reload, "startup")
-    except RequestError as e:  # a service that cannot serve what CURRENT names does not start
+    except RequestError as e:  # a service that cannot serve what `current` names does not start
         raise RuntimeError(f"no model to serve: {e.message}") from None
     app.state.shadow = None
     stack.push_async_callback(run_in_threadpool, holder.set_shadow, None)

@@ -1,6 +1,8 @@
-"""Model updates in the running service: versions, the admin API, hot swaps under load, SIGHUP, the CURRENT watcher
+"""Model updates in the running service: versions, the admin API, hot swaps under load, SIGHUP, the `current` watcher
 and shadow mode (app/core/models.py, app/core/shadow.py, app/api/routes/admin.py)."""
 
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -22,7 +24,7 @@ from app.core.config import Settings
 from app.core.metrics import Metrics
 from app.core.shadow import Shadow
 from app.main import create_app
-from fashioncat.versions import MODEL_FILE, set_current
+from fashioncat.versions import CURRENT, MODEL_FILE, VERSIONS, set_current
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "app" / "examples").glob("*.png"))  # real test images, one per category
@@ -42,17 +44,21 @@ def metric(text: str, name: str, **labels) -> float:
 
 @pytest.fixture()
 def versions(model_path, tmp_path):
-    "A versions folder: v1 and v2 (the same model file, told apart by their folder's name), CURRENT -> v1."
-    root = tmp_path / "versions"
+    "A models folder: versions v1 and v2 (the same model file, told apart by their folder's name), current -> v1."
+    root = tmp_path / "models"
     for v in ("v1", "v2"):
-        (root / v).mkdir(parents=True)
-        shutil.copy(model_path, root / v / MODEL_FILE)
+        (root / VERSIONS / v).mkdir(parents=True)
+        shutil.copy(model_path, root / VERSIONS / v / MODEL_FILE)
     set_current(root, "v1")
     return root
 
 
+def sha(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def make_app(model_path, tmp_path, root, **kw):
-    s = Settings(model_path=str(model_path), versions_dir=str(root), data_dir=str(tmp_path / "fb"), **kw)
+    s = Settings(model_path=str(model_path), models_dir=str(root), data_dir=str(tmp_path / "fb"), **kw)
     return create_app(s, ui=False)
 
 
@@ -89,18 +95,22 @@ def test_admin_key_is_checked(model_path, tmp_path, versions):
         assert c.get("/model").json()["version"] == "v1"  # refused: nothing swapped
         r = c.get("/admin/models", headers={"X-Admin-Key": "other"})
         assert r.status_code == 200
-        assert r.json() | {"versions_dir": None} == {
+        assert r.json() | {"models_dir": None} == {
             "serving": "v1",
             "current": "v1",
             "versions": ["v1", "v2"],
-            "versions_dir": None,
+            "models_dir": None,
             "shadow": None,
         }
 
 
 def test_activate_names_the_version_everywhere_and_failures_keep_the_old_model(model_path, tmp_path, versions):
-    (versions / "broken").mkdir()
-    (versions / "broken" / MODEL_FILE).write_bytes(b"not an onnx model")
+    (versions / VERSIONS / "broken").mkdir()
+    (versions / VERSIONS / "broken" / MODEL_FILE).write_bytes(b"not an onnx model")
+    (versions / VERSIONS / "v2" / "version.json").write_text(json.dumps({"sha256": {"int8": sha(model_path)}}))
+    (versions / VERSIONS / "partial").mkdir()
+    (versions / VERSIONS / "partial" / MODEL_FILE).write_bytes(model_path.read_bytes())
+    (versions / VERSIONS / "partial" / "version.json").write_text('{"sha256": {"int8": "0123abcd"}}')
     with TestClient(make_app(model_path, tmp_path, versions, admin_keys="admin-secret")) as c:
         assert predict(c).json()["model_version"] == "v1"
         r = c.post("/admin/models/v2/activate", headers=KEY)
@@ -117,14 +127,15 @@ def test_activate_names_the_version_everywhere_and_failures_keep_the_old_model(m
             ("v9", 404, "version_not_found", "no version 'v9'"),
             ("bad!name", 422, "invalid_version", "invalid version name"),
             ("broken", 409, "model_rejected", "the served model is unchanged: "),
+            ("partial", 409, "model_rejected", "its version.json says 0123abcd"),
         ):
             r = c.post(f"/admin/models/{version}/activate", headers=KEY)
             assert r.status_code == status and r.json()["error"] == code and detail in r.json()["detail"], r.text
             assert predict(c).json()["model_version"] == "v2"
         m = c.get("/metrics").text
         assert metric(m, "fashioncat_model_swaps_total", outcome="ok") == 1
-        assert metric(m, "fashioncat_model_swaps_total", outcome="failed") == 3
-        r = c.post("/admin/reload", headers=KEY)  # CURRENT still says v1: activate does not move it
+        assert metric(m, "fashioncat_model_swaps_total", outcome="failed") == 4
+        r = c.post("/admin/reload", headers=KEY)  # `current` still says v1: activate does not move it
         assert r.status_code == 200 and r.json()["version"] == "v1" and predict(c).json()["model_version"] == "v1"
 
 
@@ -134,8 +145,8 @@ def test_a_version_with_other_classes_is_refused(model_path, tmp_path, versions)
     for p in m.metadata_props:
         if p.key == "fashioncat.classes":
             p.value = p.value.replace("Trouser", "Jeans")
-    (versions / "v3").mkdir()
-    onnx.save(m, str(versions / "v3" / MODEL_FILE))
+    (versions / VERSIONS / "v3").mkdir()
+    onnx.save(m, str(versions / VERSIONS / "v3" / MODEL_FILE))
     with TestClient(make_app(model_path, tmp_path, versions, admin_keys="admin-secret")) as c:
         r = c.post("/admin/models/v3/activate", headers=KEY)
         assert r.status_code == 409 and "Jeans" in r.json()["detail"] and "differ from the served" in r.json()["detail"]
@@ -143,7 +154,7 @@ def test_a_version_with_other_classes_is_refused(model_path, tmp_path, versions)
 
 
 def test_startup_refuses_a_current_that_names_no_version(model_path, tmp_path, versions):
-    (versions / "CURRENT").write_text("v7\n")
+    (versions / CURRENT).write_text("v7\n")
     app = make_app(model_path, tmp_path, versions)
     with pytest.raises(RuntimeError, match="no model to serve: no version 'v7'"), TestClient(app):
         pass
@@ -178,7 +189,7 @@ def test_swaps_under_concurrent_requests_fail_none(model_path, tmp_path, version
         assert metric(c.get("/metrics").text, "fashioncat_model_swaps_total", outcome="ok") == 6
 
 
-def test_the_current_watcher_follows_current(model_path, tmp_path, versions):
+def test_the_watcher_follows_the_current_pointer(model_path, tmp_path, versions):
     with TestClient(make_app(model_path, tmp_path, versions, model_poll_s=0.05)) as c:
         assert c.get("/model").json()["version"] == "v1"
         set_current(versions, "v2")
@@ -186,7 +197,7 @@ def test_the_current_watcher_follows_current(model_path, tmp_path, versions):
         while c.get("/model").json()["version"] != "v2" and time.monotonic() < deadline:
             time.sleep(0.05)
         assert predict(c).json()["model_version"] == "v2"
-        (versions / "CURRENT").write_text("v9\n")  # a CURRENT naming nothing: logged, v2 keeps serving
+        (versions / CURRENT).write_text("v9\n")  # a pointer naming nothing: logged, v2 keeps serving
         time.sleep(0.5)
         assert predict(c).json()["model_version"] == "v2"
         assert metric(c.get("/metrics").text, "fashioncat_model_swaps_total", outcome="failed") == 1
@@ -276,7 +287,7 @@ def test_a_full_shadow_queue_drops_instead_of_waiting():
     assert m.shadow_compared.labels("vs", "a")._value.get() == 2 and m.shadow_agreed.labels("vs", "a")._value.get() == 2
 
 
-# --- real servers: SIGHUP, and several workers following CURRENT ---
+# --- real servers: SIGHUP, and several workers following the `current` pointer ---
 
 
 def _serve(tmp_path, model_path, versions, *extra, **env_extra):
@@ -284,7 +295,7 @@ def _serve(tmp_path, model_path, versions, *extra, **env_extra):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "FASHIONCAT_MODEL_PATH": str(model_path), "FASHIONCAT_DATA_DIR": str(tmp_path / "fb")}
-    env |= {"FASHIONCAT_VERSIONS_DIR": str(versions), "FASHIONCAT_UI_ENABLED": "false", "OMP_NUM_THREADS": "1"}
+    env |= {"FASHIONCAT_MODELS_DIR": str(versions), "FASHIONCAT_UI_ENABLED": "false", "OMP_NUM_THREADS": "1"}
     env |= env_extra
     cmd = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port), *extra]
     with open(tmp_path / "server.log", "w") as log:
@@ -320,7 +331,7 @@ def _versions_answering(url, n):
     ]
 
 
-def test_sighup_reloads_current_in_place(model_path, tmp_path, versions):
+def test_sighup_reloads_the_current_pointer_in_place(model_path, tmp_path, versions):
     proc, url = _serve(tmp_path, model_path, versions, "--no-access-log")
     try:
         assert _versions_answering(url, 2) == ["v1", "v1"]
@@ -335,8 +346,8 @@ def test_sighup_reloads_current_in_place(model_path, tmp_path, versions):
     assert '"reason": "SIGHUP"' in (tmp_path / "server.log").read_text()
 
 
-def test_every_worker_follows_current(model_path, tmp_path, versions):
-    "Two workers with FASHIONCAT_MODEL_POLL_S: after CURRENT moves, every answer, from either worker, names v2."
+def test_every_worker_follows_the_current_pointer(model_path, tmp_path, versions):
+    "Two workers with FASHIONCAT_MODEL_POLL_S: after `current` moves, every answer, from either worker, names v2."
     mp = tmp_path / "metrics"
     mp.mkdir()
     proc, url = _serve(

@@ -2,7 +2,7 @@
 
 Only with `FASHIONCAT_ADMIN_KEYS` set, and only with one of those keys in `X-Admin-Key` (the API keys do not open it):
 without admin keys every admin route answers 404, as if it did not exist. Each call acts on the worker that answers
-it; with several workers, point `CURRENT` at the version and let `FASHIONCAT_MODEL_POLL_S` carry it to all of them
+it; with several workers, point `current` at the version and let `FASHIONCAT_MODEL_POLL_S` carry it to all of them
 (docs/serving.md, "Model updates").
 """
 
@@ -41,7 +41,7 @@ def admin(request: Request) -> ModelHolder:
     return holder
 
 
-@router.get("/models", summary="The model versions, the one served, CURRENT and the shadow")
+@router.get("/models", summary="The model versions, the one served, the one `current` names, and the shadow")
 async def models(request: Request):
     holder = admin(request)
     shadow = request.app.state.shadow
@@ -53,19 +53,19 @@ async def models(request: Request):
         "serving": request.app.state.engine.info.version,
         "current": current,
         "versions": list_versions(holder.root),
-        "versions_dir": str(holder.root),
+        "models_dir": str(holder.root),
         "shadow": shadow.as_dict() if shadow else None,
     }
 
 
 @router.post("/models/{version}/activate", summary="Load, warm and swap in a version (this worker only)")
 async def activate(version: str, request: Request):
-    "The old model keeps serving when the version cannot be loaded (404 unknown, 409 refused). `CURRENT` is unchanged."
+    "The old model keeps serving when the version cannot be loaded (404 unknown, 409 refused). `current` is unchanged."
     holder = admin(request)
     return await run_in_threadpool(holder.activate, version, "admin activate")
 
 
-@router.post("/reload", summary="Load, warm and swap in the version CURRENT names (this worker only)")
+@router.post("/reload", summary="Load, warm and swap in the version `current` names (this worker only)")
 async def reload(request: Request):
     holder = admin(request)
     return await run_in_threadpool(holder.reload, "admin reload")
