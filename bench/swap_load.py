@@ -9,7 +9,7 @@ alternates v2 / v1 every `--swap-every` s (each swap loads, checks and warms the
 and swapping blocks interleave so that both see the same background load on a shared machine.
 
 It reports, for the steady blocks and for the swapping ones, the requests, failures (any status but 200, or slower
-than `--timeout`), p50/p95/p99, and the requests scheduled while a swap was loading; the checks are zero failed
+than `--timeout`), p50/p95/p99, and the requests sent while a swap was loading (these may spill into the next steady block); the checks are zero failed
 requests and p95 while swapping within 2x of steady p95. Latency counts from each request's scheduled send time
 (open loop, no coordinated omission), as in `load_test.py`.
 
@@ -215,7 +215,7 @@ def markdown(res: dict) -> str:
     for name, key in (
         ("steady blocks", "steady"),
         ("swapping blocks", "swapping"),
-        ("  of which while a swap loaded", "while_loading"),
+        ("sent while a swap was loading", "while_loading"),
     ):
         p = res[key]
         lines.append(
