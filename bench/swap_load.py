@@ -9,8 +9,8 @@ alternates v2 / v1 every `--swap-every` s (each swap loads, checks and warms the
 and swapping blocks interleave so that both see the same background load on a shared machine.
 
 It reports, for the steady blocks and for the swapping ones, the requests, failures (any status but 200, or slower
-than `--timeout`), p50/p95/p99, and the requests sent while a swap was loading (these may spill into the next steady block); the checks are zero failed
-requests and p95 while swapping within 2x of steady p95. Latency counts from each request's scheduled send time
+than `--timeout`) and p50/p95/p99, and the same for the requests sent while a swap was loading (a slow swap may spill
+into the next steady block); the checks are zero failed requests and p95 while swapping within 2x of steady p95. Latency counts from each request's scheduled send time
 (open loop, no coordinated omission), as in `load_test.py`.
 
     python bench/swap_load.py                  # 100/s, 30 s steady + 30 s swapping, 1 swap/s in the swapping blocks
