@@ -169,7 +169,8 @@ class ModelHolder:
             old, self.app.state.shadow = getattr(self.app.state, "shadow", None), shadow
             if old is not None:
                 old.close()
-            app_log.info("shadow set", extra={"version": version, "share": share})
+            if old is not None or shadow is not None:
+                app_log.info("shadow set", extra={"version": version, "share": share})
             return shadow.as_dict() if shadow else None
 
     def _current(self) -> tuple:
