@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import sys
 import threading
 import time
 from contextlib import AsyncExitStack
@@ -41,35 +40,14 @@ from .metrics import Metrics
 from .shadow import Shadow
 
 WARMUP_BATCHES = (1, 4, 16, 1)  # inferences a new version runs before it is swapped in (ONNX Runtime sizes buffers)
-LOAD_NICENESS = 10  # a version loads at this lower priority, so the requests served meanwhile get the CPU first
+# A load runs at the requests' CPU priority, not lower: it holds the GIL for much of its time, and on a busy machine a
+# low-priority thread holding the GIL stalls the event loop behind it (priority inversion, seen in bench/swap_load.py).
 
 
 def _warmed(engine: Engine) -> Engine:
     for n in WARMUP_BATCHES:
         engine.predict(np.zeros((n, 28, 28), np.uint8))
     return engine
-
-
-def _niced(fn, niceness: int = LOAD_NICENESS):
-    """`fn()` in a thread of its own at a lower CPU priority (Linux: niceness is per thread), so that the requests
-    served meanwhile get the cores first; its exception, if any, is raised here."""
-    out: dict = {}
-
-    def run():
-        if sys.platform == "linux":
-            with contextlib.suppress(OSError):
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
-        try:
-            out["value"] = fn()
-        except BaseException as e:  # noqa: BLE001 - handed to the caller
-            out["error"] = e
-
-    t = threading.Thread(target=run, name="model-load")
-    t.start()
-    t.join()
-    if "error" in out:
-        raise out["error"]
-    return out["value"]
 
 
 def version_file(root: Path, version: str) -> Path:
@@ -101,9 +79,7 @@ class ModelHolder:
         path = s.resolved_model_path() if version is None else version_file(self.root, version)
         name = version or "the default model"
         try:
-            engine = _niced(
-                lambda: _warmed(Engine(path, s.threads, s.top_k, s.review_threshold, s.max_bytes, s.max_pixels))
-            )
+            engine = _warmed(Engine(path, s.threads, s.top_k, s.review_threshold, s.max_bytes, s.max_pixels))
         except Exception as e:  # noqa: BLE001 - ModelError, or ONNX Runtime refusing the warm-up batches
             raise RequestError(f"{name} was not loaded, the served model is unchanged: {e}", 409, "model_rejected")
         try:
