@@ -10,7 +10,7 @@ from fastcore.script import call_parse, Param
 
 # %% auto #0
 __all__ = ['MODEL_FILE', 'VERSIONS', 'CURRENT', 'ADMIN_KEY_HEADER', 'VersionError', 'check_name', 'models_root', 'list_versions',
-           'current_version', 'model_file', 'set_current', 'serving_model', 'previous_version', 'version_sha256',
+           'model_file', 'current_version', 'set_current', 'serving_model', 'previous_version', 'version_sha256',
            'ServiceError', 'notify_url', 'models_main']
 
 # %% ../nbs/05c_versions.ipynb #6eb5cd43
@@ -28,13 +28,14 @@ def check_name(version:str)->str:
         raise VersionError(f'invalid version name {version!r}: use letters, digits, ".", "_" and "-" (at most 64)')
     return version
 
-# %% ../nbs/05c_versions.ipynb #b5a97489
+# %% ../nbs/05c_versions.ipynb #35422899
 def models_root(model_path:str|Path, # the default model file (FASHIONCAT_MODEL_PATH)
                 models_dir:str|Path='', # the models folder when set (FASHIONCAT_MODELS_DIR)
                )->Path:
     "The folder of `versions/` and `current`: `models_dir` when set, else the default model's folder."
     return Path(models_dir).expanduser() if str(models_dir) else Path(model_path).parent
 
+# %% ../nbs/05c_versions.ipynb #ce2d4003
 def _natural(name:str): return [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', name)]
 
 def list_versions(root:str|Path)->list[str]:
@@ -44,12 +45,7 @@ def list_versions(root:str|Path)->list[str]:
     names = (p.name for p in d.iterdir() if p.is_dir() and _NAME.fullmatch(p.name) and (p/MODEL_FILE).is_file())
     return sorted(names, key=_natural)
 
-# %% ../nbs/05c_versions.ipynb #88204b29
-def current_version(root:str|Path)->str|None:
-    "The version `current` names, or None when there is no `current` file."
-    f = Path(root)/CURRENT
-    return check_name(f.read_text().strip()) if f.is_file() else None
-
+# %% ../nbs/05c_versions.ipynb #1cf0f58d
 def model_file(root:str|Path, version:str)->Path:
     "The model file of `version`; `VersionError` when its folder or its model is missing."
     p = Path(root)/VERSIONS/check_name(version)/MODEL_FILE
@@ -57,6 +53,12 @@ def model_file(root:str|Path, version:str)->Path:
         known = ', '.join(list_versions(root)) or 'none'
         raise VersionError(f"no version {version!r} in {root} (no {p}); known: {known}")
     return p
+
+# %% ../nbs/05c_versions.ipynb #5342696c
+def current_version(root:str|Path)->str|None:
+    "The version `current` names, or None when there is no `current` file."
+    f = Path(root)/CURRENT
+    return check_name(f.read_text().strip()) if f.is_file() else None
 
 def set_current(root:str|Path, version:str)->str|None:
     "Point `current` at `version`, atomically; returns the version it named before."
@@ -67,16 +69,17 @@ def set_current(root:str|Path, version:str)->str|None:
     tmp.write_text(version + '\n'); os.replace(tmp, f)
     return prev
 
-# %% ../nbs/05c_versions.ipynb #86d068e3
+# %% ../nbs/05c_versions.ipynb #8ce71c63
 def serving_model(default:str|Path, # the default model file
-                  root:str|Path, # the versions folder
+                  root:str|Path, # the models folder
                  )->tuple[Path, str|None]:
     "The model file to serve and its version name: `current`'s, else `default` with version None."
     v = current_version(root)
     return (Path(default), None) if v is None else (model_file(root, v), v)
 
+# %% ../nbs/05c_versions.ipynb #5d0a9e6f
 def previous_version(root:str|Path, version:str|None=None)->str:
-    "The version listed just before `version` (default: `current`'s): what a rollback without a name goes back to."
+    "The version listed just before `version` (default: `current`'s)."
     names, version = list_versions(root), version or current_version(root)
     if version not in names or names.index(version) == 0:
         listed = ', '.join(names) or 'none'
