@@ -80,6 +80,7 @@ def _load(kind: str):
 
 
 # name -> (JSON file, value -> text). Names say what the figure is; the file says where it was measured.
+REVIEW = "bench/results/review_workflow.json"
 FIGURES = {
     # the served model on the test set (fashioncat_evaluate)
     "accuracy_int8": (METRICS, lambda d: pct(d["accuracy"])),
@@ -114,6 +115,21 @@ FIGURES = {
     **{k: (LOAD, f) for k, f in _load("load").items()},
     **{k: (LOAD_EPYC, f) for k, f in _load("epyc").items()},
     **{k: (LOAD_2W, f) for k, f in _load("workers2").items()},
+    # the review workflow in a browser (bench/review_workflow.py)
+    "review_process_n": (REVIEW, lambda d: str(d["processing"]["photos"])),
+    "review_process_s": (REVIEW, lambda d: f"{d['processing']['server_processing_s']:.1f} s"),
+    "review_all_rows_s": (REVIEW, lambda d: f"{d['processing']['upload_to_all_rows_s']:.1f} s"),
+    "review_n": (REVIEW, lambda d: str(d["review"]["photos"])),
+    "review_to_export_s": (REVIEW, lambda d: f"{d['review']['upload_to_export_s']:.1f} s"),
+    "review_keys": (REVIEW, lambda d: str(d["review"]["keys"])),
+    "review_key_p95": (REVIEW, lambda d: ms(d["review"]["key_latency"]["p95_ms"])),
+    "review_key_max": (REVIEW, lambda d: ms(d["review"]["key_latency"]["max_ms"])),
+    "review_save_p95": (REVIEW, lambda d: ms(d["review"]["save_latency"]["p95_ms"])),
+    "review_accuracy": (
+        REVIEW,
+        lambda d: f"{pct(d['review']['accuracy_model'], 1)} → {pct(d['review']['accuracy_final'], 1)}",
+    ),
+    "review_load": (REVIEW, lambda d: f"{d['machine']['load_avg_1m_at_start']:.1f}"),
     # big photos at once (bench/big_photos.py)
     "big_photo": (BIG, lambda d: d["photo"].split(",")[0]),
     "big_n": (BIG, lambda d: str(d["n"])),

@@ -68,7 +68,7 @@ class ModelHolder:
     def __init__(self, app: FastAPI):
         self.app = app
         self.s: Settings = app.state.settings
-        self.root = models_root(self.s.resolved_model_path(), self.s.models_dir)
+        self.root = models_root(self.s.resolved_model_path(), self.s.models_dir or "")
         self.version: str | None = None  # the served version (its folder's name); None: the default model
         self._lock = threading.Lock()  # one load at a time: two swaps never interleave
         self._seen: tuple | None = None  # `current`'s ((inode, mtime, size), text) when last read

@@ -18,9 +18,10 @@ from ...core.errors import RequestError
 from ...core.models import ModelHolder
 from ..schemas import ErrorResponse
 
-router = APIRouter(
+router = APIRouter(  # not in the public OpenAPI schema: an operator's surface, documented in docs/serving.md
     prefix="/admin",
     tags=["admin"],
+    include_in_schema=False,
     responses={s: {"model": ErrorResponse} for s in (401, 403, 404, 409, 422)},
 )
 
