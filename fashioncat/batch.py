@@ -88,13 +88,18 @@ def categorise(engine:Engine, srcs:list[str], # paths or URLs
         if '_i' in r: r.update(model_version=version, **engine.result(probs[r.pop('_i')]))
     return rows
 
-# %% ../nbs/05b_batch.ipynb #40ce8702
+# %% ../nbs/05b_batch.ipynb #5baf6cee
 _ENGINE = None
+
+def _die_with_parent():
+    "On Linux, have the kernel kill this worker when its parent dies (`kill -9` included): no orphans keep working."
+    try: import ctypes; ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError): pass
 
 def _init_worker(settings:dict):
     "Load the worker's engine once; Ctrl-C is the parent's to handle."
     global _ENGINE
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN); _die_with_parent()
     _ENGINE = Engine.from_settings(Settings(**settings))
 
 def _work(srcs:list[str], done:dict)->list[dict]: return categorise(_ENGINE, srcs, done)
