@@ -27,7 +27,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from fashioncat.photos import catalogue_photo  # noqa: E402
+from fashioncat.photos import catalogue_photo
 
 KINDS = ("jpeg", "png", "webp")
 SAVE = {"jpeg": ("JPEG", {"quality": 85}), "png": ("PNG", {}), "webp": ("WEBP", {"quality": 80})}
@@ -50,7 +50,7 @@ def test_images(n: int) -> np.ndarray:
 def make_photo(x: np.ndarray, k: int, lo: int = 100, hi: int = 2400) -> tuple[bytes, str, int]:
     "A catalogue photo of `x` resized to a long side log-uniform in [lo, hi], in one of `KINDS`: (bytes, kind, side)."
     rng = np.random.default_rng(k)
-    kind, side = KINDS[k % 3], int(round(np.exp(rng.uniform(np.log(lo), np.log(hi)))))
+    kind, side = KINDS[k % 3], round(np.exp(rng.uniform(np.log(lo), np.log(hi))))
     im = Image.open(io.BytesIO(catalogue_photo(x, "png", seed=k)))
     s = side / max(im.size)
     im = im.resize((max(1, round(im.width * s)), max(1, round(im.height * s))), Image.Resampling.BILINEAR)
@@ -71,7 +71,11 @@ def make_catalogue(folder: Path, n: int, **kw) -> dict:
         p.write_bytes(data)
         sizes.append(side)
         nbytes += len(data)
-    return {"photos": n, "long_side_px": [min(sizes), int(np.median(sizes)), max(sizes)], "mb": round(nbytes / 2**20, 1)}
+    return {
+        "photos": n,
+        "long_side_px": [min(sizes), int(np.median(sizes)), max(sizes)],
+        "mb": round(nbytes / 2**20, 1),
+    }
 
 
 def loadavg() -> list[float]:
@@ -87,7 +91,7 @@ def run_cli(folder: Path, out: Path, workers: int, batch_size: int, model: str |
     cmd += ["--batch_size", str(batch_size), "--quiet"] + (["--model", model] if model else [])
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
+    r = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=3600)
     dt = time.perf_counter() - t0
     if r.returncode:
         sys.exit(f"fashioncat_predict failed:\n{r.stderr[-3000:]}")
@@ -107,9 +111,11 @@ def main(argv=None) -> dict:
         tmp = Path(tmp)
         t0 = time.perf_counter()
         made = make_catalogue(tmp / "photos", a.n)
-        print(f"catalogue: {made['photos']} photos (JPEG/PNG/WebP, long side {made['long_side_px'][0]}-"
-              f"{made['long_side_px'][2]} px, median {made['long_side_px'][1]}), {made['mb']} MB, "
-              f"made in {time.perf_counter() - t0:.0f} s")
+        print(
+            f"catalogue: {made['photos']} photos (JPEG/PNG/WebP, long side {made['long_side_px'][0]}-"
+            f"{made['long_side_px'][2]} px, median {made['long_side_px'][1]}), {made['mb']} MB, "
+            f"made in {time.perf_counter() - t0:.0f} s"
+        )
         runs, first = {w: [] for w in a.workers}, None
         for rnd in range(a.rounds):
             for w in a.workers:
@@ -120,7 +126,9 @@ def main(argv=None) -> dict:
                 if text != first:
                     sys.exit(f"the output with {w} workers differs from the first run's")
                 runs[w].append({"seconds": round(dt, 3), "photos_per_s": round(a.n / dt, 1), "loadavg_before": la})
-                print(f"round {rnd + 1}, {w} worker(s): {dt:.2f} s, {a.n / dt:.1f} photos/s (load average before: {la[0]:.2f})")
+                print(
+                    f"round {rnd + 1}, {w} worker(s): {dt:.2f} s, {a.n / dt:.1f} photos/s (load average before: {la[0]:.2f})"
+                )
     best = {w: max(r["photos_per_s"] for r in rs) for w, rs in runs.items()}
     spread = {w: [min(r["photos_per_s"] for r in rs), max(r["photos_per_s"] for r in rs)] for w, rs in runs.items()}
     base = best[a.workers[0]]
@@ -136,8 +144,10 @@ def main(argv=None) -> dict:
         "speedup_best": {str(w): round(v / base, 2) for w, v in best.items()},
     }
     for w in a.workers:
-        print(f"{w} worker(s): best {best[w]:.1f} photos/s (spread {spread[w][0]:.1f}-{spread[w][1]:.1f}), "
-              f"{best[w] / base:.2f}x")
+        print(
+            f"{w} worker(s): best {best[w]:.1f} photos/s (spread {spread[w][0]:.1f}-{spread[w][1]:.1f}), "
+            f"{best[w] / base:.2f}x"
+        )
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(res, indent=1) + "\n")

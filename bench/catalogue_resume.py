@@ -24,16 +24,14 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from batch_scaling import CLI, KINDS, loadavg, test_images  # noqa: E402
+from batch_scaling import CLI, KINDS, loadavg, test_images
 
-from fashioncat.batch import categorise, find_images, read_results  # noqa: E402
-from fashioncat.photos import catalogue_photo  # noqa: E402
-from fashioncat.serving import Engine, Settings  # noqa: E402
+from fashioncat.batch import categorise, find_images, read_results
+from fashioncat.photos import catalogue_photo
+from fashioncat.serving import Engine, Settings
 
 
 def _make(args) -> int:
@@ -87,10 +85,18 @@ def run(folder: Path, out: Path, workers: int, stop_at: int | None, sig: int | N
     time.sleep(1)  # the kernel kills the pool's workers with their parent (PR_SET_PDEATHSIG): check none is left
     orphans = [p for p in Path("/proc").glob("[0-9]*") if _is_worker_of(p, script)]
     summary = err.strip().splitlines()[-1] if err.strip() else ""
-    return {"signal": signal.Signals(sig).name if stop_at else None, "returncode": proc.returncode,
-            "rows_before": before, "rows_after": after, "new_rows": after - before, "seconds": round(dt, 2),
-            "rows_per_s": round((after - before) / dt, 1), "loadavg_before": la, "orphan_workers": len(orphans),
-            "last_line": summary}
+    return {
+        "signal": signal.Signals(sig).name if stop_at else None,
+        "returncode": proc.returncode,
+        "rows_before": before,
+        "rows_after": after,
+        "new_rows": after - before,
+        "seconds": round(dt, 2),
+        "rows_per_s": round((after - before) / dt, 1),
+        "loadavg_before": la,
+        "orphan_workers": len(orphans),
+        "last_line": summary,
+    }
 
 
 def _is_worker_of(proc: Path, script: Path) -> bool:
@@ -117,12 +123,16 @@ def main(argv=None) -> dict:
     print(f"catalogue: {a.n} photos in {folder}" + (f" (made in {made:.0f} s)" if made else " (reused)"))
     out = work / "results.jsonl"
     out.unlink(missing_ok=True)
-    runs = [run(folder, out, a.workers, a.n // 3, signal.SIGKILL),
-            run(folder, out, a.workers, 2 * a.n // 3, signal.SIGINT),
-            run(folder, out, a.workers, None, None)]
+    runs = [
+        run(folder, out, a.workers, a.n // 3, signal.SIGKILL),
+        run(folder, out, a.workers, 2 * a.n // 3, signal.SIGINT),
+        run(folder, out, a.workers, None, None),
+    ]
     for r in runs:
-        print(f"run ({r['signal'] or 'to the end'}): {r['new_rows']} new rows in {r['seconds']} s ({r['rows_per_s']}/s), "
-              f"exit {r['returncode']}, orphan workers {r['orphan_workers']}; {r['last_line']}")
+        print(
+            f"run ({r['signal'] or 'to the end'}): {r['new_rows']} new rows in {r['seconds']} s ({r['rows_per_s']}/s), "
+            f"exit {r['returncode']}, orphan workers {r['orphan_workers']}; {r['last_line']}"
+        )
     rows = list(read_results(out))
     paths = [r["path"] for r in rows]
     engine = Engine.from_settings(Settings())
@@ -130,17 +140,26 @@ def main(argv=None) -> dict:
     fresh = categorise(engine, [r["path"] for r in sample])
     same = sum(json.dumps(x, sort_keys=True) == json.dumps(y, sort_keys=True) for x, y in zip(sample, fresh))
     res = {
-        "photos": a.n, "workers": a.workers, "catalogue_made_s": round(made, 1), "runs": runs,
-        "rows": len(rows), "unique_paths": len(set(paths)), "missing": len(set(files) - set(paths)),
-        "errors": sum("error" in r for r in rows), "needs_review": sum(bool(r.get("needs_review")) for r in rows),
-        "sample_checked": len(sample), "sample_identical": same,
+        "photos": a.n,
+        "workers": a.workers,
+        "catalogue_made_s": round(made, 1),
+        "runs": runs,
+        "rows": len(rows),
+        "unique_paths": len(set(paths)),
+        "missing": len(set(files) - set(paths)),
+        "errors": sum("error" in r for r in rows),
+        "needs_review": sum(bool(r.get("needs_review")) for r in rows),
+        "sample_checked": len(sample),
+        "sample_identical": same,
         "model_version": rows[0]["model_version"] if rows else None,
         "categorised_after_kill_s": round(sum(r["seconds"] for r in runs), 1),
     }
     ok = res["rows"] == res["unique_paths"] == a.n and not res["missing"] and same == len(sample)
     res["nothing_lost_or_doubled"] = ok
-    print(f"results: {res['rows']} rows, {res['unique_paths']} photos, {res['missing']} missing, {res['errors']} errors; "
-          f"{same}/{len(sample)} sampled rows identical to a fresh answer -> {'OK' if ok else 'FAILED'}")
+    print(
+        f"results: {res['rows']} rows, {res['unique_paths']} photos, {res['missing']} missing, {res['errors']} errors; "
+        f"{same}/{len(sample)} sampled rows identical to a fresh answer -> {'OK' if ok else 'FAILED'}"
+    )
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(res, indent=1) + "\n")

@@ -30,11 +30,20 @@ def s3(monkeypatch):
     port = _free_port()
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "FSSPEC_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}"}  # fsspec's config from the environment: s3fs's endpoint
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "FSSPEC_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+    }  # fsspec's config from the environment: s3fs's endpoint
     try:
-        client = boto3.client("s3", endpoint_url=env["FSSPEC_S3_ENDPOINT_URL"], region_name="us-east-1",
-                              aws_access_key_id="testing", aws_secret_access_key="testing")
+        client = boto3.client(
+            "s3",
+            endpoint_url=env["FSSPEC_S3_ENDPOINT_URL"],
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
         client.create_bucket(Bucket="shop")
         yield client, env
     finally:
@@ -56,8 +65,18 @@ def test_predict_reads_a_bucket_and_resumes(s3, photos, model_path, tmp_path):
     script.write_text(CLI)
     env = {**os.environ, **s3env, "PYTHONPATH": str(ROOT), "FASHIONCAT_MODEL_PATH": str(model_path)}
     out = tmp_path / "r.jsonl"
-    cmd = [sys.executable, str(script), "s3://shop/catalogue/", "--out", str(out), "--workers", "2", "--batch_size", "3"]
-    r = subprocess.run(cmd + ["--quiet"], capture_output=True, text=True, env=env, timeout=300)
+    cmd = [
+        sys.executable,
+        str(script),
+        "s3://shop/catalogue/",
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        "--batch_size",
+        "3",
+    ]
+    r = subprocess.run(cmd + ["--quiet"], check=False, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     rows = list(read_results(out))
     assert [x["path"] for x in rows] == sorted(x["path"] for x in rows) and len(rows) == 7
@@ -70,17 +89,26 @@ def test_predict_reads_a_bucket_and_resumes(s3, photos, model_path, tmp_path):
         want = engine.predict_images([photos[k][0]])[0]
         assert (row["category"], row["confidence"]) == (want["category"], want["confidence"]), k
     # the same command again: everything already done, nothing appended
-    r = subprocess.run(cmd + ["--quiet"], capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run(cmd + ["--quiet"], check=False, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0 and "0 categorised, 7 already done" in r.stderr, r.stderr
     assert len(out.read_text().splitlines()) == 7
     # a photo replaced in the bucket is categorised again; a list of URLs works the same way
     client.put_object(Bucket="shop", Key="catalogue/0/jpeg.jpg", Body=photos["png"][0])
     (tmp_path / "list.txt").write_text("s3://shop/catalogue/0/jpeg.jpg\ns3://shop/catalogue/1/png.png\n")
-    r = subprocess.run([sys.executable, str(script), "--list", str(tmp_path / "list.txt"), "--out", str(out), "--quiet"],
-                       capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run(
+        [sys.executable, str(script), "--list", str(tmp_path / "list.txt"), "--out", str(out), "--quiet"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert "1 categorised, 1 already done" in r.stderr, r.stderr
     last = json.loads(out.read_text().splitlines()[-1])
-    assert last["path"] == "s3://shop/catalogue/0/jpeg.jpg" and last["category"] == engine.predict_images([photos["png"][0]])[0]["category"]
+    assert (
+        last["path"] == "s3://shop/catalogue/0/jpeg.jpg"
+        and last["category"] == engine.predict_images([photos["png"][0]])[0]["category"]
+    )
 
 
 def test_missing_bucket_is_one_line(s3, model_path, tmp_path):
@@ -88,7 +116,13 @@ def test_missing_bucket_is_one_line(s3, model_path, tmp_path):
     script = tmp_path / "fashioncat_predict"
     script.write_text(CLI)
     env = {**os.environ, **s3env, "PYTHONPATH": str(ROOT), "FASHIONCAT_MODEL_PATH": str(model_path)}
-    r = subprocess.run([sys.executable, str(script), "s3://nosuchbucket/x/", "--quiet"], capture_output=True, text=True,
-                       env=env, timeout=300)
+    r = subprocess.run(
+        [sys.executable, str(script), "s3://nosuchbucket/x/", "--quiet"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("fashioncat_predict: "), r.stderr

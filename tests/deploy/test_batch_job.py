@@ -13,7 +13,9 @@ K8S = ROOT / "docker" / "k8s"
 
 
 def docs() -> dict:
-    return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all((K8S / "batch-job.yaml").read_text()) if d}
+    return {
+        (d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all((K8S / "batch-job.yaml").read_text()) if d
+    }
 
 
 def expand(arg: str, env: dict) -> str:
@@ -55,7 +57,9 @@ def test_the_command_line_parses_and_shards():
 
     (c,) = docs()["Job", "fashioncat-batch"]["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e.get("value") for e in c["env"]}
-    args = anno_parser(predict_main.__wrapped__).parse_args([expand(a, {**env, "JOB_COMPLETION_INDEX": "7"}) for a in c["args"]])
+    args = anno_parser(predict_main.__wrapped__).parse_args(
+        [expand(a, {**env, "JOB_COMPLETION_INDEX": "7"}) for a in c["args"]]
+    )
     assert args.paths == [env["CATALOGUE"]] and parse_shard(args.shard) == (7, 8) and args.workers == 2 and args.quiet
 
 
