@@ -4,11 +4,12 @@
     .venv/bin/python bench/batch_scaling.py --n 600 --rounds 1 --workers 1 2 --json /tmp/scaling.json
 
 The photos are made by the catalogue renderer (`fashioncat.photos.catalogue_photo`, from real Fashion-MNIST test
-images), then resized to a long side drawn log-uniformly from 100-2,400 px (median ~490: thumbnails to zoom views) and saved as JPEG, PNG or WebP (a third each),
-in a temporary folder. Each round runs the real command (`fashioncat_predict FOLDER --out X.jsonl --workers N`) once
+images), then resized to a long side drawn log-uniformly from 100-2,400 px (median ~490: thumbnails to zoom views)
+and saved as JPEG, PNG or WebP (a third each), in a temporary folder (or `--folder`, kept and reused). Each round runs the real command (`fashioncat_predict FOLDER --out X.jsonl --workers N`) once
 per worker count, alternating, and times it from start to exit (pool start-up and output included); the outputs of
 every run must be identical, byte for byte. The machine's load average is recorded before each run: on a shared
-machine, compare the best round and look at the spread.
+machine, compare the best round and look at the spread. The CPU time of each run (the command and its pool, from
+getrusage) per photo shows the work the pool adds, whatever else the machine is doing.
 """
 
 import argparse
@@ -16,6 +17,7 @@ import io
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -82,20 +84,20 @@ def loadavg() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
 
-def run_cli(folder: Path, out: Path, workers: int, batch_size: int, model: str | None) -> float:
-    "Wall time of one `fashioncat_predict` run (a fresh output)."
+def run_cli(folder: Path, out: Path, workers: int, batch_size: int, model: str | None) -> tuple[float, float]:
+    "Wall time and CPU time (the process and its pool) of one `fashioncat_predict` run (a fresh output)."
     out.unlink(missing_ok=True)
     script = out.parent / "fashioncat_predict"
     script.write_text(CLI)
     cmd = [sys.executable, str(script), str(folder), "--out", str(out), "--workers", str(workers)]
     cmd += ["--batch_size", str(batch_size), "--quiet"] + (["--model", model] if model else [])
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    t0 = time.perf_counter()
+    t0, ru = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=3600)
-    dt = time.perf_counter() - t0
+    dt, ru2 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode:
         sys.exit(f"fashioncat_predict failed:\n{r.stderr[-3000:]}")
-    return dt
+    return dt, ru2.ru_utime + ru2.ru_stime - ru.ru_utime - ru.ru_stime
 
 
 def main(argv=None) -> dict:
@@ -105,12 +107,19 @@ def main(argv=None) -> dict:
     p.add_argument("--rounds", type=int, default=3, help="runs per worker count (alternating)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--model", help="ONNX model (default: the committed INT8 model)")
+    p.add_argument("--folder", help="keep the catalogue here and reuse it on the next run (default: a temporary one)")
     p.add_argument("--json", default=str(ROOT / "bench" / "results" / "batch_scaling.json"))
     a = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="fashioncat-scaling-") as tmp:
         tmp = Path(tmp)
         t0 = time.perf_counter()
-        made = make_catalogue(tmp / "photos", a.n)
+        photos = Path(a.folder) if a.folder else tmp / "photos"
+        stamp = photos / "catalogue.json"
+        if stamp.exists() and json.loads(stamp.read_text())["photos"] == a.n:
+            made = json.loads(stamp.read_text())
+        else:
+            made = make_catalogue(photos, a.n)
+            stamp.write_text(json.dumps(made))
         print(
             f"catalogue: {made['photos']} photos (JPEG/PNG/WebP, long side {made['long_side_px'][0]}-"
             f"{made['long_side_px'][2]} px, median {made['long_side_px'][1]}), {made['mb']} MB, "
@@ -120,14 +129,22 @@ def main(argv=None) -> dict:
         for rnd in range(a.rounds):
             for w in a.workers:
                 la = loadavg()
-                dt = run_cli(tmp / "photos", tmp / f"out{w}.jsonl", w, a.batch_size, a.model)
+                dt, cpu = run_cli(photos, tmp / f"out{w}.jsonl", w, a.batch_size, a.model)
                 text = (tmp / f"out{w}.jsonl").read_bytes()
                 first = first or text
                 if text != first:
                     sys.exit(f"the output with {w} workers differs from the first run's")
-                runs[w].append({"seconds": round(dt, 3), "photos_per_s": round(a.n / dt, 1), "loadavg_before": la})
+                runs[w].append(
+                    {
+                        "seconds": round(dt, 3),
+                        "photos_per_s": round(a.n / dt, 1),
+                        "cpu_ms_per_photo": round(1000 * cpu / a.n, 2),
+                        "loadavg_before": la,
+                    }
+                )
                 print(
-                    f"round {rnd + 1}, {w} worker(s): {dt:.2f} s, {a.n / dt:.1f} photos/s (load average before: {la[0]:.2f})"
+                    f"round {rnd + 1}, {w} worker(s): {dt:.2f} s, {a.n / dt:.1f} photos/s, {1000 * cpu / a.n:.2f} CPU ms/photo "
+                    f"(load average before: {la[0]:.2f})"
                 )
     best = {w: max(r["photos_per_s"] for r in rs) for w, rs in runs.items()}
     spread = {w: [min(r["photos_per_s"] for r in rs), max(r["photos_per_s"] for r in rs)] for w, rs in runs.items()}
