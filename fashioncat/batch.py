@@ -34,7 +34,7 @@ def _url_fs(url:str):
 def _image(name:str)->bool: return Path(name).suffix.lower() in IMAGE_SUFFIXES
 
 def find_images(paths:Iterable[str|Path])->list[str]:
-    "Files named explicitly, and image files (by extension) under folders, recursively and sorted; local or fsspec URLs."
+    "Files named explicitly, and image files (by extension) under folders, recursively and sorted; local or URLs."
     out = []
     for p in map(str, paths):
         if _is_url(p):
@@ -81,7 +81,7 @@ def categorise(engine:Engine, srcs:list[str], # paths or URLs
             data = _read(s, engine.max_bytes); row['sha256'] = sha = hashlib.sha256(data).hexdigest()
             if done and done.get(s) == sha: row['skipped'] = True
             else: views.append(prepare(data, engine.max_bytes, engine.max_pixels)); row['_i'] = len(views) - 1
-        except Exception as e: row.update(model_version=version, **error_dict(e))  # any bad file is a row, never a crash
+        except Exception as e: row.update(model_version=version, **error_dict(e))  # a bad file is a row, not a crash
         rows.append(row)
     probs = engine.predict(np.stack(views)) if views else None
     for r in rows:
@@ -128,9 +128,9 @@ def categorise_chunks(chunks:Iterable[list[str]], settings:Settings, # the engin
     finally: ex.shutdown(wait=False, cancel_futures=True)
 
 # %% ../nbs/05b_batch.ipynb #d08fee3f
-COLUMNS = ['path', 'sha256', 'model_version', 'category', 'category_ru', 'class_index', 'confidence', 'needs_review', 'is_product',
-           'product_score', 'top_k', 'error', 'status', 'detail']
-_FORMULA = ('=', '+', '-', '@', '\t', '\r', "'")  # a spreadsheet runs a cell that starts so; "'" too, so reading back is exact
+COLUMNS = ['path', 'sha256', 'model_version', 'category', 'category_ru', 'class_index', 'confidence', 'needs_review',
+           'is_product', 'product_score', 'top_k', 'error', 'status', 'detail']
+_FORMULA = ('=', '+', '-', '@', '\t', '\r', "'")  # a spreadsheet runs a cell so started; "'" too: reads back exactly
 _NUM = {'confidence': float, 'product_score': float, 'status': int, 'class_index': int}
 
 def _cell(v):
@@ -177,7 +177,8 @@ def read_results(path:str|Path)->Iterator[dict]:
         if path.exists():
             import pyarrow.parquet as pq
             for b in pq.ParquetFile(path).iter_batches():
-                for r in b.to_pylist(): yield {k: (json.loads(v) if k == 'top_k' and v else v) for k, v in r.items() if v is not None}
+                for r in b.to_pylist():
+                    yield {k: (json.loads(v) if k == 'top_k' else v) for k, v in r.items() if v is not None}
         j = Path(f'{path}.partial.jsonl')
         if j.exists(): yield from _read_jsonl(j)
     elif fmt == 'jsonl': yield from _read_jsonl(path)
@@ -191,8 +192,8 @@ def read_results(path:str|Path)->Iterator[dict]:
 # %% ../nbs/05b_batch.ipynb #f916bd98
 def _parquet_schema():
     import pyarrow as pa
-    t = {'class_index': pa.int64(), 'confidence': pa.float64(), 'product_score': pa.float64(), 'status': pa.int64(), 'needs_review': pa.bool_(),
-         'is_product': pa.bool_()}
+    t = {'class_index': pa.int64(), 'confidence': pa.float64(), 'product_score': pa.float64(), 'status': pa.int64(),
+         'needs_review': pa.bool_(), 'is_product': pa.bool_()}
     return pa.schema([(c, t.get(c, pa.string())) for c in COLUMNS])
 
 def _write_parquet(path:Path, rows:Iterable[dict], group:int=50_000):
@@ -202,7 +203,8 @@ def _write_parquet(path:Path, rows:Iterable[dict], group:int=50_000):
     with pq.ParquetWriter(tmp, schema) as w:
         it = iter(rows)
         while batch := list(islice(it, group)):
-            batch = [{**r, 'top_k': json.dumps(r['top_k'], ensure_ascii=False) if 'top_k' in r else None} for r in batch]
+            batch = [{**r, 'top_k': json.dumps(r['top_k'], ensure_ascii=False) if 'top_k' in r else None}
+                     for r in batch]
             w.write_table(pa.Table.from_pylist(batch, schema=schema))
     os.replace(tmp, path)
 
@@ -249,7 +251,7 @@ def in_shard(path:str, i:int, n:int)->bool:
 
 # %% ../nbs/05b_batch.ipynb #f62811cb
 def _plain_settings(e:Exception)->str:
-    "A settings validation error in one line (`FASHIONCAT_TOP_K: Input should be greater than or equal to 1`), others as they are."
+    "A settings validation error in one line (`FASHIONCAT_TOP_K: Input should be ...`), others as they are."
     errs = getattr(e, 'errors', None)
     if not callable(errs): return str(e)
     return '; '.join(f"FASHIONCAT_{'_'.join(map(str, x['loc'])).upper()}: {x['msg']}" for x in errs())
@@ -299,7 +301,8 @@ def predict_main(paths:Param('image files, folders or URLs (s3://, gs://, az://,
     try:
         srcs = _sources(paths, list, shard)
         if not srcs and shard is None:
-            sys.exit(f"fashioncat_predict: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in {' '.join(paths + ([list] if list else []))}")
+            where = ' '.join(paths + ([list] if list else []))
+            sys.exit(f"fashioncat_predict: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in {where}")
         s = Settings(**({'model_path': model} if model else {}))
         engine = Engine.from_settings(s)
         done = _done(out); w = ResultWriter(out)
@@ -307,15 +310,19 @@ def predict_main(paths:Param('image files, folders or URLs (s3://, gs://, az://,
     workers = min(workers, max(1, -(-len(srcs) // batch_size)))
     t0 = time.perf_counter(); finished = False
     try: n, skipped, bad = _run(srcs, s, workers, batch_size, done, engine, w, quiet); finished = True
-    except KeyboardInterrupt: sys.exit(f'fashioncat_predict: interrupted; the rows written so far are kept: run the same command to resume')
+    except KeyboardInterrupt:
+        sys.exit('fashioncat_predict: interrupted; the rows written so far are kept: run the same command to resume')
     finally: w.close(finished)
     dt = time.perf_counter() - t0
-    print(f'{len(srcs)} photos in {dt:.2f} s: {n / dt if dt else 0:.1f} photos/s on {workers} workers; {n - bad} categorised, '
+    print(f'{len(srcs)} photos in {dt:.2f} s: {n / dt if dt else 0:.1f} photos/s on {workers} workers; '
+          f'{n - bad} categorised, '
           f'{skipped} already done, {bad} errors' + (f'; results in {out}' if out else ''), file=sys.stderr)
     if n and bad == n: sys.exit(f'fashioncat_predict: none of the {n} files could be categorised')
 
-# %% ../nbs/05b_batch.ipynb #6ad24d94
-def _needs_person(r:dict)->bool: return 'error' not in r and (bool(r.get('needs_review')) or r.get('is_product') is False)
+# %% ../nbs/05b_batch.ipynb #8851e1e4
+def _needs_person(r:dict)->bool:
+    "An answer a person should look at: unsure, or not a product."
+    return 'error' not in r and (bool(r.get('needs_review')) or r.get('is_product') is False)
 
 @call_parse
 def merge_main(inputs:Param('results files of fashioncat_predict (.csv, .jsonl, .parquet)', str, nargs='+'),
@@ -325,7 +332,8 @@ def merge_main(inputs:Param('results files of fashioncat_predict (.csv, .jsonl, 
     "Merge results files (e.g. the shards of many machines) into one, one row per photo (the last one)."
     inputs = [inputs] if isinstance(inputs, str) else inputs
     if not out: sys.exit('fashioncat_merge: --out is required (.csv, .jsonl or .parquet)')
-    if Path(out).resolve() in {Path(i).resolve() for i in inputs}: sys.exit(f'fashioncat_merge: --out {out} is one of the inputs')
+    if Path(out).resolve() in {Path(i).resolve() for i in inputs}:
+        sys.exit(f'fashioncat_merge: --out {out} is one of the inputs')
     rows, n = {}, 0
     try:
         for i in inputs:
