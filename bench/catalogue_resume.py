@@ -33,6 +33,9 @@ from fashioncat.batch import categorise, find_images, read_results
 from fashioncat.photos import catalogue_photo
 from fashioncat.serving import Engine, Settings
 
+# Ctrl-C's KeyboardInterrupt even when this script runs in the background, where the shell makes children ignore SIGINT
+SIGINT_AS_A_TERMINAL = "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+
 
 def _make(args) -> int:
     folder, ks, xs = args
@@ -65,7 +68,7 @@ def lines(path: Path) -> int:
 def run(folder: Path, out: Path, workers: int, stop_at: int | None, sig: int | None) -> dict:
     "One run of the command; with `stop_at`, send `sig` once the output has that many rows."
     script = out.parent / "fashioncat_predict"
-    script.write_text(CLI)
+    script.write_text(SIGINT_AS_A_TERMINAL + CLI)
     cmd = [sys.executable, str(script), str(folder), "--out", str(out), "--workers", str(workers), "--quiet"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     before, la, t0 = lines(out), loadavg(), time.perf_counter()
