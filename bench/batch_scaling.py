@@ -9,7 +9,8 @@ and saved as JPEG, PNG or WebP (a third each), in a temporary folder (or `--fold
 per worker count, alternating, and times it from start to exit (pool start-up and output included); the outputs of
 every run must be identical, byte for byte. The machine's load average is recorded before each run: on a shared
 machine, compare the best round and look at the spread. The CPU time of each run (the command and its pool, from
-getrusage) per photo shows the work the pool adds, whatever else the machine is doing.
+getrusage) per photo shows the work the pool adds, whatever else the machine is doing, and CPU time over wall time
+the cores the run actually got: when other work holds the cores, more workers cannot get more of them.
 """
 
 import argparse
@@ -139,11 +140,13 @@ def main(argv=None) -> dict:
                         "seconds": round(dt, 3),
                         "photos_per_s": round(a.n / dt, 1),
                         "cpu_ms_per_photo": round(1000 * cpu / a.n, 2),
+                        "cores_used": round(cpu / dt, 2),
                         "loadavg_before": la,
                     }
                 )
                 print(
-                    f"round {rnd + 1}, {w} worker(s): {dt:.2f} s, {a.n / dt:.1f} photos/s, {1000 * cpu / a.n:.2f} CPU ms/photo "
+                    f"round {rnd + 1}, {w} worker(s): {dt:.2f} s, {a.n / dt:.1f} photos/s, {1000 * cpu / a.n:.2f} CPU ms/photo, "
+                    f"{cpu / dt:.2f} cores used "
                     f"(load average before: {la[0]:.2f})"
                 )
     best = {w: max(r["photos_per_s"] for r in rs) for w, rs in runs.items()}
