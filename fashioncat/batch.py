@@ -16,7 +16,7 @@ from .photos import ServingError, prepare, too_large
 from .serving import Engine, ModelError, Settings, error_dict
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'COLUMNS', 'find_images', 'read_list', 'categorise', 'cpu_cores', 'categorise_chunks',
+__all__ = ['IMAGE_SUFFIXES', 'COLUMNS', 'find_images', 'read_list', 'categorise', 'cpu_cores', 'categorise_chunks', 'csv_safe',
            'read_results', 'ResultWriter', 'parse_shard', 'in_shard', 'predict_main', 'merge_main']
 
 # %% ../nbs/05b_batch.ipynb #3f765a24
@@ -130,13 +130,17 @@ def categorise_chunks(chunks:Iterable[list[str]], settings:Settings, # the engin
 # %% ../nbs/05b_batch.ipynb #d08fee3f
 COLUMNS = ['path', 'sha256', 'model_version', 'category', 'category_ru', 'class_index', 'confidence', 'needs_review',
            'is_product', 'product_score', 'top_k', 'error', 'status', 'detail']
-_FORMULA = ('=', '+', '-', '@', '\t', '\r', "'")  # a spreadsheet runs a cell so started; "'" too: reads back exactly
+_FORMULA = ('=', '+', '-', '@', '\t', '\r')  # a cell starting so is a formula to Excel and LibreOffice
 _NUM = {'confidence': float, 'product_score': float, 'status': int, 'class_index': int}
 
+def csv_safe(value):
+    "`value` as a CSV cell a spreadsheet shows as text, never runs: formula-like strings get a leading `'`."
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA) else value
+
 def _cell(v):
-    "A CSV cell: JSON for lists, a leading ' for text a spreadsheet would run as a formula."
+    "A results CSV cell: JSON for lists, `csv_safe` text; a text starting with ' gets one more (reads back exactly)."
     if isinstance(v, (list, dict)): return json.dumps(v, ensure_ascii=False)
-    return "'" + v if isinstance(v, str) and v.startswith(_FORMULA) else v
+    return "'" + v if isinstance(v, str) and v.startswith("'") else csv_safe(v)
 
 def _uncell(k:str, v:str):
     "A CSV cell back to its value (None when empty)."

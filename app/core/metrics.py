@@ -112,9 +112,13 @@ class Metrics:
             registry=r,
             multiprocess_mode="max",
         )
-        self.feedback = Counter(
-            "fashioncat_feedback_total", "Corrections made in the UI, by corrected category", ["category"], registry=r
+        self.overloaded = Counter(
+            "fashioncat_overloaded_total",
+            "Requests (stage=body) and images (stage=decode) refused with 503: the memory budget was taken",
+            ["stage"],
+            registry=r,
         )
+        self.stored = []  # collectors of figures read from the stores at scrape time (app/ui/workflow.py)
 
     def render(self) -> tuple[bytes, str]:
         "The exposition text of every metric (of every worker, in multiprocess mode), and its content type."
@@ -124,6 +128,8 @@ class Metrics:
         self.forget_dead_workers()
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=self.multiproc_dir)
+        for c in self.stored:  # one store for all workers: read once, not summed
+            registry.register(c)
         return generate_latest(registry), CONTENT_TYPE_LATEST
 
     def sample_process(self) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 from fashioncat.photos import ServingError, photo_view
 from fashioncat.serving import Engine, error_dict
 
+from .admission import BUDGET, Overloaded, decode_cost
 from .metrics import Metrics
 
 INLINE_MAX_BYTES = 32 * 1024  # a PNG at most this large ...
@@ -39,7 +40,13 @@ def categorise(
         try:
             if isinstance(data, Exception):
                 raise data
-            view, (w, h) = photo_view(data, engine.max_bytes, engine.max_pixels)
+            cost = 0 if inline_ok(data) else decode_cost(data, engine.max_pixels)
+            try:
+                with BUDGET.held(cost, "decoding this image"):  # the memory budget first, then the decode
+                    view, (w, h) = photo_view(data, engine.max_bytes, engine.max_pixels)
+            except Overloaded:
+                metrics.overloaded.labels("decode").inc()
+                raise
             views.append(view)
             meta.append({"filename": name, "image": {"bytes": len(data), "width": w, "height": h}})
             out.append(None)
