@@ -8,21 +8,18 @@ Settings come from `FASHIONCAT_*` environment variables (`app.core.config.Settin
 import asyncio
 import contextlib
 import sys
-import time
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import fastapi_offline
 from fastapi import FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 import fashioncat
-from fashioncat.serving import Engine
 
-from .api.routes import batches, predict, system
+from .api.routes import admin, batches, predict, system
 from .core.admission import BUDGET
 from .core.auth import check_ui_settings
 from .core.config import Settings, SettingsError, load_settings
@@ -30,6 +27,7 @@ from .core.errors import install_error_handlers
 from .core.logs import app_log, setup_logging
 from .core.metrics import PROCESS_SAMPLE_S, Metrics
 from .core.middleware import RequestContext
+from .core.models import start_models
 from .ui.feedback import open_store
 from .ui.mount import mount_ui_placeholder, start_ui
 from .ui.queue_routes import router as queue_router
@@ -41,28 +39,20 @@ async def lifespan(app: FastAPI):
     """Load and warm up the engine once, before the first request; open the feedback store. Then start the UI in the
     background: the API (and `/ready`) does not wait for gradio, and `/ui` answers 503 until the UI is up."""
     s: Settings = app.state.settings
-    t0 = time.perf_counter()
-    engine = await run_in_threadpool(Engine.from_settings, s)
-    app.state.engine = engine
-    if app.state.ui_mount is not None:  # the corrections store is the UI's: API-only replicas need no data folder
-        app.state.feedback, app.state.feedback_problem = open_store(Path(s.data_dir) / "feedback.sqlite")
-        if app.state.feedback is None:
-            app_log.error(
-                "the corrections store is unusable; the UI is off, the API serves", extra={"path": s.data_dir}
-            )
-            app.state.ui_mount.failed(app.state.feedback_problem)
-        else:  # the batches, beside the corrections
-            app.state.workflow = open_workflow(app, Path(s.data_dir) / "feedback.sqlite")
     app.state.metrics.model_info.clear()
-    app.state.metrics.model_info.labels(engine.info.version, engine.info.commit, engine.info.architecture).set(1)
-    loaded = {
-        "model": Path(engine.info.path).name,
-        "version": engine.info.version,
-        "review_threshold": engine.review_threshold,
-    }
-    app_log.info("model loaded", extra={**loaded, "load_s": round(time.perf_counter() - t0, 3)})
     metrics: Metrics = app.state.metrics
     async with AsyncExitStack() as stack:  # on shutdown: the UI's own lifespan first, then the task if still running
+        # the served version (`current`'s, else the default model), its swaps and the shadow: app/core/models.py
+        await start_models(app, stack)
+        if app.state.ui_mount is not None:  # the corrections store is the UI's: API-only replicas need no data folder
+            app.state.feedback, app.state.feedback_problem = open_store(Path(s.data_dir) / "feedback.sqlite")
+            if app.state.feedback is None:
+                app_log.error(
+                    "the corrections store is unusable; the UI is off, the API serves", extra={"path": s.data_dir}
+                )
+                app.state.ui_mount.failed(app.state.feedback_problem)
+            else:  # the batches, beside the corrections
+                app.state.workflow = open_workflow(app, Path(s.data_dir) / "feedback.sqlite")
         if metrics.multiproc_dir is not None:  # several workers: publish this one's CPU and memory until it stops
             stack.callback(metrics.worker_exit)
             stack.push_async_callback(_cancel, asyncio.create_task(_sample_process(metrics)))
@@ -102,7 +92,7 @@ def create_app(settings: Settings | None = None, ui: bool = True) -> FastAPI:
     _offline_docs(app)
     app.state.settings = settings
     BUDGET.configure(settings.memory_budget_mb * 2**20, settings.admission_wait_s)  # one budget: the process's memory
-    app.state.engine = None
+    app.state.engine = app.state.shadow = None
     app.state.metrics = Metrics()
     app.state.ui_mount = app.state.feedback = app.state.workflow = None
     app.state.feedback_problem = ""
@@ -110,6 +100,7 @@ def create_app(settings: Settings | None = None, ui: bool = True) -> FastAPI:
     app.include_router(predict.router)
     app.include_router(system.router)
     app.include_router(batches.router)
+    app.include_router(admin.router)
     if ui and settings.ui_enabled and app.state.metrics.multiproc_dir is not None:
         app_log.warning(
             "the UI is not mounted: this is one of several workers (PROMETHEUS_MULTIPROC_DIR is set), and the UI keeps "

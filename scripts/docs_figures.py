@@ -24,6 +24,7 @@ LOAD = "bench/results/load_test.json"  # make load-test (one worker, UI mounted;
 LOAD_EPYC = "bench/results/load_test_amd-epyc.json"  # the same on an AMD EPYC
 LOAD_2W = "bench/results/load_test_2workers.json"  # two workers, API only
 BIG = "bench/results/big_photos_amd-epyc.json"  # bench/big_photos.py
+SWAP = "bench/results/swap_load.json"  # bench/swap_load.py: hot swaps under load
 
 
 def pct(x: float, nd: int = 2) -> str:
@@ -136,6 +137,13 @@ FIGURES = {
     "big_peak_rss": (BIG, lambda d: f"{d['peak_rss_mb']:,} MB"),
     "big_rss_after": (BIG, lambda d: f"{d['rss_after_mb']:,} MB"),
     "big_wall": (BIG, lambda d: f"{d['wall_s']:.1f} s"),
+    # hot swaps under load (bench/swap_load.py)
+    "swap_date": (SWAP, lambda d: d["date"]),
+    "swap_n": (SWAP, lambda d: str(len(d["swaps"]))),
+    "swap_load_s": (SWAP, lambda d: f"{sorted(s['load_s'] for s in d['swaps'])[len(d['swaps']) // 2]:.2f} s"),
+    "swap_failed": (SWAP, lambda d: f"{d['swapping']['failed']} / {d['swapping']['requests']:,}"),
+    "swap_p95": (SWAP, lambda d: ms(d["swapping"]["p95_ms"])),
+    "swap_steady_p95": (SWAP, lambda d: ms(d["steady"]["p95_ms"])),
 }
 
 

@@ -17,6 +17,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # `make serve` on 127.0.0.1 has it); the tests' servers all bind 127.0.0.1
 os.environ.setdefault("FASHIONCAT_DATA_DIR", tempfile.mkdtemp(prefix="fashioncat-tests-"))
 os.environ.setdefault("FASHIONCAT_UI_AUTH", "off")
+# tests serve the model they name: an installation's models/current (a promoted version) must not stand in for it
+os.environ.setdefault("FASHIONCAT_MODELS_DIR", str(ROOT / "tests" / "no-model-versions"))
 
 
 @pytest.fixture(scope="session")

@@ -34,13 +34,20 @@ class Settings(EngineSettings):
     ui_auth: Literal["on", "off"] = "on"  # "off": no login on /ui (only for a UI on 127.0.0.1)
     ui_users: str = ""  # a file of `user:hash` lines (bcrypt `$2b$...` or `sha256:<hex>`), the UI's accounts
     upload_max_age_s: int = Field(3600, ge=60, le=7 * 86400)  # the UI's uploads are deleted after this long
+    # Model updates (app/core/models.py, app/core/shadow.py, docs/serving.md "Model updates")
+    models_dir: str | None = None  # folder of versions/ and current (fashioncat.versions); unset: the model's folder
+    admin_keys: str | None = None  # comma-separated keys for /admin/*; unset: the admin API answers 404
+    model_poll_s: float = Field(0.0, ge=0, le=3600)  # how often each worker checks `current`; 0: never
+    shadow_version: str | None = None  # a version that runs in shadow on a share of the live traffic; unset: none
+    shadow_share: float = Field(0.1, ge=0, le=1)  # share of /predict requests the shadow version also sees
+    shadow_queue: int = Field(64, ge=1, le=10_000)  # requests waiting for the shadow model; more are dropped
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, v):
         return v.upper() if isinstance(v, str) else v
 
-    @field_validator("api_keys", "data_dir", "ui_users")
+    @field_validator("api_keys", "data_dir", "ui_users", "models_dir", "admin_keys", "shadow_version")
     @classmethod
     def _not_blank(cls, v: str | None, info) -> str | None:
         "A value that is set must say something: `FASHIONCAT_API_KEYS=', ,'` must not turn the keys off."
@@ -48,12 +55,17 @@ class Settings(EngineSettings):
             return v
         if not [p for p in v.split(",") if p.strip()]:
             raise ValueError("is set but blank; give a value, or leave the variable unset")
-        return v.strip() if info.field_name != "api_keys" else v
+        return v.strip() if info.field_name not in ("api_keys", "admin_keys") else v
 
     @property
     def api_key_set(self) -> set[str]:
         "The configured API keys; empty when keys are off."
         return {k.strip() for k in (self.api_keys or "").split(",") if k.strip()}
+
+    @property
+    def admin_key_set(self) -> set[str]:
+        "The configured admin keys; empty when the admin API is off."
+        return {k.strip() for k in (self.admin_keys or "").split(",") if k.strip()}
 
 
 def _env_name(loc: tuple) -> str:

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from openpyxl import load_workbook
 
 from app.ui.batches import EXPORT_COLUMNS, BatchStore, to_csv, to_xlsx
@@ -282,3 +283,13 @@ def test_ui_refuses_a_batch_over_the_limit(app_client, tmp_path):
     with pytest.raises(gr.Error, match="не был загружен"):
         ui.start_batch([str(tmp_path / "feedback.sqlite")], "", None)  # only uploads: never another file of the server
     assert ui.start_batch([], "", None) == ("", None)
+
+
+def test_batches_on_an_api_only_replica_are_a_404_not_an_outage(model_path):
+    "FASHIONCAT_UI_ENABLED=false: no batches are kept here, which a client is told with a 404 (a 5xx would page)."
+    from app.core.config import Settings
+    from app.main import create_app
+
+    with TestClient(create_app(Settings(model_path=str(model_path), ui_enabled=False))) as c:
+        r = c.get("/batches/anything")
+        assert (r.status_code, r.json()["error"]) == (404, "no_batches")

@@ -15,10 +15,13 @@ XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 def workflow(request: Request):
-    "The UI's batch workflow; 503 when the UI (and so its store) is off or not started."
-    wf = getattr(request.app.state, "workflow", None)
-    if wf is None or getattr(request.app.state, "engine", None) is None:
-        raise RequestError("batches are kept by the review UI, which is not running here", 503, "not_ready")
+    "The UI's batch workflow; 404 on an API-only replica (no batches here), 503 while the UI's store is not open."
+    state = request.app.state
+    if state.ui_mount is None:  # FASHIONCAT_UI_ENABLED=false: a client error to ask here, not an outage
+        raise RequestError("batches are kept by the review UI, which this replica does not run", 404, "no_batches")
+    wf = getattr(state, "workflow", None)
+    if wf is None or getattr(state, "engine", None) is None:
+        raise RequestError("batches are kept by the review UI, whose store is not open here", 503, "not_ready")
     return wf
 
 

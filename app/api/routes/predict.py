@@ -57,11 +57,11 @@ async def predict(request: Request):
     held = await _admit(request, single_limit(s))
     try:
         item = await read_one(request, s)
-        metrics = request.app.state.metrics
+        metrics, shadow = request.app.state.metrics, request.app.state.shadow
         if inline_ok(item[1]):  # a small PNG: cheaper here than the hop to a worker thread
-            (r,) = categorise(engine, metrics, [item], errors="raise")
+            (r,) = categorise(engine, metrics, [item], errors="raise", shadow=shadow)
         else:
-            (r,) = await run_in_threadpool(categorise, engine, metrics, [item], errors="raise")
+            (r,) = await run_in_threadpool(categorise, engine, metrics, [item], errors="raise", shadow=shadow)
     finally:
         BUDGET.release(held)
     rid = request.state.request_id
@@ -96,7 +96,9 @@ async def predict_batch(request: Request):
         kept = sum(len(d) for _, d in items if isinstance(d, bytes))  # what the batch holds now that it is parsed
         BUDGET.release(held - kept)
         held = kept
-        results = await run_in_threadpool(categorise, engine, request.app.state.metrics, items)
+        results = await run_in_threadpool(
+            categorise, engine, request.app.state.metrics, items, shadow=request.app.state.shadow
+        )
     finally:
         BUDGET.release(held)
     out = [{"index": i, **public(r)} for i, r in enumerate(results)]
