@@ -204,15 +204,20 @@ def _terms(u:np.ndarray, t:np.ndarray)->list:
     "The quadratic surface's terms at rows `u` and columns `t` (both in [-1,1] over the fitted image)."
     return [np.ones_like(u * t), t, u, t * t, t * u, u * u]
 
+def _ring(H:int, W:int, b:int)->np.ndarray:
+    "The flat indices of the pixels within `b` of the edge of an H x W image."
+    top = np.arange(b * W); bottom = top + (H - b) * W; mid = np.arange(b, H - b)[:, None] * W
+    return np.concatenate([top, bottom, (mid + np.arange(b)).ravel(), (mid + np.arange(W - b, W)).ravel()])
+
 def _fit_background(g:np.ndarray)->tuple[np.ndarray, float]:
     "A quadratic surface fitted robustly to the border ring of `g` (sweeps, vignettes, casts), and the noise around it."
     H, W = g.shape; b = max(1, round(_RING * min(H, W)))
-    ring = np.ones((H, W), bool); ring[b:H - b, b:W - b] = False
-    yy, xx = np.nonzero(ring); step = max(1, len(yy) // 4000); yy, xx = yy[::step], xx[::step]
+    step = max(1, 2 * b * (H + W) // 1500)  # ~1,500 pixels of the ring are plenty for six coefficients
+    yy, xx = np.divmod(np.arange(H * W)[::step], W) if H * W <= 4 * b * (H + W) else np.divmod(_ring(H, W, b)[::step], W)
     v = g[yy, xx].astype(np.float64); A = np.stack(_terms(2 * (yy + .5) / H - 1, 2 * (xx + .5) / W - 1), 1)
     dev = np.abs(v - np.median(v)); keep = dev <= 3 * 1.4826 * np.median(dev) + 2  # not an item cut by the frame's edge
     for _ in range(3):  # refit without what stands out: the item or text touching the edge
-        coef = np.linalg.lstsq(A[keep], v[keep], rcond=None)[0]; r = np.abs(v - A @ coef)
+        Ak = A[keep]; coef = np.linalg.lstsq(Ak.T @ Ak, Ak.T @ v[keep], rcond=None)[0]; r = np.abs(v - A @ coef)
         s = 1.4826 * float(np.median(r[keep])) + 0.5; keep = r <= max(3 * s, float(np.median(r)))
     return coef, s
 
@@ -220,7 +225,8 @@ def _surface(coef:np.ndarray, shape:tuple[int, int], at:tuple[float, float, floa
     "The fitted surface over a window of `shape` whose origin (rows, columns) and scale `at` are relative to the `fitted` image."
     oy, ox, f = at; H, W = fitted
     u = (2 * (np.arange(shape[0]) + oy + .5) / f / H - 1)[:, None]; t = (2 * (np.arange(shape[1]) + ox + .5) / f / W - 1)[None]
-    return sum(c * x for c, x in zip(coef, _terms(u, t))).astype(np.float32)
+    c = coef.astype(np.float32); u, t = u.astype(np.float32), t.astype(np.float32)
+    return (c[0] + c[2] * u + c[5] * u * u) + (c[1] * t + c[3] * t * t) + c[4] * u * t
 
 # %% ../nbs/05a_photos.ipynb #b6a1c0e0
 def _foreground(im:Image.Image, bg:tuple|None=None, at:tuple[float, float, float]=(0., 0., 1.)):
@@ -238,7 +244,7 @@ def _item_only(fg:np.ndarray)->np.ndarray:
     "`fg` with the item only: its largest part (by contrast), the parts within its box and their rims; text, stickers, specks dropped."
     lab, n = ndimage.label(fg > max(8., 0.15 * float(fg.max())), np.ones((3, 3), bool))
     if n == 0: return fg
-    mass = ndimage.sum_labels(fg, lab, np.arange(1, n + 1)); boxes = ndimage.find_objects(lab); i = int(mass.argmax())
+    mass = np.bincount(lab.ravel(), fg.ravel(), n + 1)[1:]; boxes = ndimage.find_objects(lab); i = int(mass.argmax())
     (t, b), (l, r) = ((sl.start, sl.stop) for sl in boxes[i]); my, mx = 0.1 * (b - t), 0.1 * (r - l)
     keep = np.zeros(n + 1, bool); keep[i + 1] = True
     for j, (ys, xs) in enumerate(boxes):  # a sandal's straps, a bag's handle: within reach of the main part
