@@ -4,7 +4,7 @@
 
 Products: validation images (the model's own validation split, rebuilt from its recipe) raw and rendered as every kind
 of shop photo (`fashioncat.catalogue`), read by `prepare`. The judgement (`fashioncat.ood.fit_ood`) is fitted on those
-products alone, its threshold set so that `--fpr` of them is flagged. It is then measured on test products (raw, and
+products alone, its threshold set so that `--fpr` of the rendered ones is flagged. It is then measured on test products (raw, and
 rendered as every kind) and on outliers (`fashioncat.ood.outlier_photo`, seeds apart from any used before); the kinds
 in `HELD_OUT` were never looked at while the features were chosen. A photo `prepare` refuses (a flat colour) counts as
 flagged: the service answers it with an error, not a category.
@@ -65,6 +65,10 @@ def main(argv=None) -> dict:
         prod = np.concatenate([xva[:2000]] + [v for v, _ in vviews.values()])
         pp = e.predict(prod)
         params = fit_ood(ood_features(prod, pp), pp, a.fpr)
+        photos = np.concatenate([v for v, _ in vviews.values()])  # the threshold is set on photos, as products arrive
+        d_val = ood_distance(ood_features(photos, e.predict(photos)), params)
+        params["threshold"] = float(np.quantile(d_val, 1 - a.fpr))
+        params["scale"] = float(max(1.0, 0.1 * params["threshold"]))
 
         def dist(v):
             return ood_distance(ood_features(v, e.predict(v)), params) if len(v) else np.zeros(0)
