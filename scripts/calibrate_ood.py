@@ -39,6 +39,21 @@ def write_meta(path: Path, params: dict) -> None:
     onnx.save_model(m, str(path))
 
 
+def note_in_export_report(paths: list[str]) -> None:
+    "Keep models/export_report.json true to the files: their new size and sha256 once the metadata is written."
+    import hashlib
+
+    rp = ROOT / "models/export_report.json"
+    if not rp.is_file():
+        return
+    rep = json.loads(rp.read_text(encoding="utf-8"))
+    for f in rep.get("files", {}).values():
+        if any(Path(p).name == f["file"] for p in paths):
+            b = (rp.parent / f["file"]).read_bytes()
+            f.update(bytes=len(b), sha256=hashlib.sha256(b).hexdigest(), ood="scripts/calibrate_ood.py --write (fashioncat.ood metadata)")
+    rp.write_text(json.dumps(rep, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", nargs="*", default=["models/fashioncat.onnx", "models/fashioncat-int8.onnx"])
@@ -99,6 +114,8 @@ def main(argv=None) -> dict:
         if a.write:
             write_meta(ROOT / path, params)
             print(f"written into {path}'s metadata (fashioncat.ood)")
+    if a.write:
+        note_in_export_report(a.models)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     Path(a.json).write_text(json.dumps(report, indent=1) + "\n")
     print(f"written: {a.json}")
