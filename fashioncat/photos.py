@@ -241,15 +241,15 @@ def _foreground(im:Image.Image, bg:tuple|None=None, at:tuple[float, float, float
     return np.clip((-d if dark else d) - 2.5 * s, 0, 255), alpha, bg
 
 def _item_only(fg:np.ndarray)->np.ndarray:
-    "`fg` with the item only: its largest part (by contrast), the parts within its box and their rims; text, stickers, specks dropped."
-    lab, n = ndimage.label(fg > max(8., 0.15 * float(fg.max())), np.ones((3, 3), bool))
+    "`fg` with the item only: its largest part (by contrast), the parts that reach into its box, and their rims; text, stickers, specks dropped."
+    lab, n = ndimage.label(fg > max(8., 0.08 * float(fg.max())), np.ones((3, 3), bool))
     if n == 0: return fg
     mass = np.bincount(lab.ravel(), fg.ravel(), n + 1)[1:]; boxes = ndimage.find_objects(lab); i = int(mass.argmax())
     (t, b), (l, r) = ((sl.start, sl.stop) for sl in boxes[i]); my, mx = 0.1 * (b - t), 0.1 * (r - l)
     keep = np.zeros(n + 1, bool); keep[i + 1] = True
     for j, (ys, xs) in enumerate(boxes):  # a sandal's straps, a bag's handle: within reach of the main part
-        if mass[j] >= 0.03 * mass[i] and ys.start >= t - my and ys.stop <= b + my and xs.start >= l - mx and xs.stop <= r + mx: keep[j + 1] = True
-    rim = max(1, round(0.06 * max(b - t, r - l)))  # the item's faint edges, at the item's scale whatever the photo's
+        if mass[j] >= 0.03 * mass[i] and ys.stop > t - my and ys.start < b + my and xs.stop > l - mx and xs.start < r + mx: keep[j + 1] = True
+    rim = max(1, round(0.1 * max(b - t, r - l)))  # the item's faint edges, at the item's scale whatever the photo's
     return np.where(ndimage.maximum_filter(keep[lab], size=2 * rim + 1), fg, 0.).astype(np.float32)
 
 # %% ../nbs/05a_photos.ipynb #7dcdb2e9
