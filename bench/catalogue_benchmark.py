@@ -21,9 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fashioncat.catalogue import SHOP_KINDS, bench_subset, catalogue_table, catalogue_views, table_md  # noqa: E402
-from fashioncat.data import load_split  # noqa: E402
-from fashioncat.serving import Engine  # noqa: E402
+from fashioncat.catalogue import SHOP_KINDS, bench_subset, catalogue_table, catalogue_views, table_md
+from fashioncat.data import load_split
+from fashioncat.serving import Engine
 
 
 def prepare_at(ref: str):
@@ -32,7 +32,9 @@ def prepare_at(ref: str):
         from fashioncat.photos import prepare
 
         return prepare
-    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:fashioncat/photos.py"], capture_output=True, text=True, check=True).stdout
+    src = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{ref}:fashioncat/photos.py"], capture_output=True, text=True, check=True
+    ).stdout
     d = Path(tempfile.mkdtemp()) / f"photos_{ref.replace('/', '_')}.py"
     d.write_text(src)
     spec = importlib.util.spec_from_file_location(d.stem, d)
@@ -46,7 +48,9 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--per-class", type=int, default=50)
     p.add_argument("--workers", type=int, default=1, help="processes rendering photos at once")
-    p.add_argument("--prep", default="here", help="git ref whose fashioncat/photos.py reads the photos ('here': this tree)")
+    p.add_argument(
+        "--prep", default="here", help="git ref whose fashioncat/photos.py reads the photos ('here': this tree)"
+    )
     p.add_argument("--fp32", default=str(ROOT / "models/fashioncat.onnx"))
     p.add_argument("--int8", default=str(ROOT / "models/fashioncat-int8.onnx"))
     p.add_argument("--kinds", nargs="*", default=list(SHOP_KINDS))
@@ -60,12 +64,28 @@ def main(argv=None) -> dict:
     views = catalogue_views(x, args.kinds, prep=prepare_at(args.prep), workers=args.workers)
     secs = time.perf_counter() - t0
     t = catalogue_table({m: e.predict for m, e in engines.items()}, x, y, views)
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    t.update(per_class=args.per_class, prep=args.prep, commit=commit, seconds=round(secs, 1),
-             models={m: {"path": str(Path(e.info.path).relative_to(ROOT)) if Path(e.info.path).is_relative_to(ROOT) else e.info.path,
-                         "sha256": e.info.sha256[:12]} for m, e in engines.items()})
-    print(f"{len(y)} test images per kind ({args.per_class} per class), photos read by prepare at {args.prep!r} "
-          f"(commit {commit}); rendering + prepare took {secs:.0f} s with {args.workers} worker(s)\n")
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    t.update(
+        per_class=args.per_class,
+        prep=args.prep,
+        commit=commit,
+        seconds=round(secs, 1),
+        models={
+            m: {
+                "path": str(Path(e.info.path).relative_to(ROOT))
+                if Path(e.info.path).is_relative_to(ROOT)
+                else e.info.path,
+                "sha256": e.info.sha256[:12],
+            }
+            for m, e in engines.items()
+        },
+    )
+    print(
+        f"{len(y)} test images per kind ({args.per_class} per class), photos read by prepare at {args.prep!r} "
+        f"(commit {commit}); rendering + prepare took {secs:.0f} s with {args.workers} worker(s)\n"
+    )
     print(table_md(t))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -24,9 +24,10 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT))
 
-from catalogue_benchmark import prepare_at  # noqa: E402
-from fashioncat.catalogue import SHOP_KINDS, shop_photo  # noqa: E402
-from fashioncat.data import load_split  # noqa: E402
+from catalogue_benchmark import prepare_at
+
+from fashioncat.catalogue import SHOP_KINDS, shop_photo
+from fashioncat.data import load_split
 
 
 def megapixel_jpeg(x, kind: str, seed: int) -> bytes:
@@ -56,11 +57,22 @@ def main(argv=None) -> dict:
             ms[k].append(1000 * (time.perf_counter() - t0))
             cpu[k].append(1000 * (time.process_time() - c0))
     load = os.getloadavg()[0]
-    def pct(v):
-        return {"p50": round(float(np.percentile(v, 50)), 2), "p95": round(float(np.percentile(v, 95)), 2), "max": round(max(v), 2)}
 
-    out = {"n": a.n, "photo": "1155x866 JPEG q90", "threads": os.environ.get("OMP_NUM_THREADS", "unset"), "load_average_1min": round(load, 2),
-           "cpu_ms": {k: pct(v) for k, v in cpu.items()}, "wall_ms": {k: pct(v) for k, v in ms.items()}}
+    def pct(v):
+        return {
+            "p50": round(float(np.percentile(v, 50)), 2),
+            "p95": round(float(np.percentile(v, 95)), 2),
+            "max": round(max(v), 2),
+        }
+
+    out = {
+        "n": a.n,
+        "photo": "1155x866 JPEG q90",
+        "threads": os.environ.get("OMP_NUM_THREADS", "unset"),
+        "load_average_1min": round(load, 2),
+        "cpu_ms": {k: pct(v) for k, v in cpu.items()},
+        "wall_ms": {k: pct(v) for k, v in ms.items()},
+    }
     print(f"prepare on {a.n} one-megapixel JPEGs (load average {load:.1f} on {os.cpu_count()} cores)\n")
     print("| prepare | CPU p50 (ms) | CPU p95 (ms) | wall p50 (ms) | wall p95 (ms) |\n|---|---|---|---|---|")
     for k in preps:

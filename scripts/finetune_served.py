@@ -12,7 +12,6 @@ gate it with `fashioncat_export --model OUT --out DIR` and `fashioncat_gate`.
 """
 
 import argparse
-import json
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -25,10 +24,10 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fashioncat.catalogue import SHOP_KINDS, shop_photo  # noqa: E402
-from fashioncat.data import recipe_split  # noqa: E402
-from fashioncat.models import load_model, read_config, save_model  # noqa: E402
-from fashioncat.photos import ServingError, prepare  # noqa: E402
+from fashioncat.catalogue import SHOP_KINDS, shop_photo
+from fashioncat.data import recipe_split
+from fashioncat.models import load_model, read_config, save_model
+from fashioncat.photos import ServingError, prepare
 
 SEED0 = 1_000_000
 
@@ -126,16 +125,45 @@ def main(argv=None):
             sched.step()
             if s % 20 == 0:
                 print(f"epoch {ep} step {s}/{steps_per_epoch} loss {loss.item():.4f} kd {kd.item():.4f}", flush=True)
-        h = {"epoch": ep, "seconds": round(time.perf_counter() - tl, 1), "valid_raw": accuracy(model, xva, yva),
-             "valid_photos": accuracy(model, vva, yva[vsel])}
+        h = {
+            "epoch": ep,
+            "seconds": round(time.perf_counter() - tl, 1),
+            "valid_raw": accuracy(model, xva, yva),
+            "valid_photos": accuracy(model, vva, yva[vsel]),
+        }
         history.append(h)
         print(h, flush=True)
     secs = time.perf_counter() - t0
-    extra = {k: v for k, v in cfg.items() if k not in ("model_type", "arch", "arch_kwargs", "mean", "std", "num_classes", "id2label",
-                                                       "label2id", "class_names", "class_names_ru")}
-    extra["finetune"] = {"from": str(a.model), "command": " ".join(sys.argv), "seconds": round(secs, 1), "render_seconds": round(t_render, 1),
-                         "n_render": a.n_render, "epochs": a.epochs, "lr": a.lr, "distill": a.distill, "before": before, "history": history,
-                         "hardware": "CPU, %d threads, bf16 autocast, nice 5, machine shared with other jobs" % a.threads}
+    extra = {
+        k: v
+        for k, v in cfg.items()
+        if k
+        not in (
+            "model_type",
+            "arch",
+            "arch_kwargs",
+            "mean",
+            "std",
+            "num_classes",
+            "id2label",
+            "label2id",
+            "class_names",
+            "class_names_ru",
+        )
+    }
+    extra["finetune"] = {
+        "from": str(a.model),
+        "command": " ".join(sys.argv),
+        "seconds": round(secs, 1),
+        "render_seconds": round(t_render, 1),
+        "n_render": a.n_render,
+        "epochs": a.epochs,
+        "lr": a.lr,
+        "distill": a.distill,
+        "before": before,
+        "history": history,
+        "hardware": f"CPU, {a.threads} threads, bf16 autocast, nice 5, machine shared with other jobs",
+    }
     extra["metrics"] = {"valid_accuracy": history[-1]["valid_raw"], "epoch": a.epochs}
     model.eval()
     save_model(model, a.out, **extra)

@@ -43,7 +43,9 @@ def test_not_a_product(shipped, test_set):
     x, _ = test_set
 
     def judged(srcs):
-        return [r.get("is_product", False) for r in shipped.predict_images(srcs, errors="return")]  # refused: not categorised
+        return [
+            r.get("is_product", False) for r in shipped.predict_images(srcs, errors="return")
+        ]  # refused: not categorised
 
     outliers = [outlier_photo(k, s) for k in ("flat", "texture") for s in range(5)]
     assert sum(judged(outliers)) <= 1

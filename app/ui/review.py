@@ -24,10 +24,9 @@ from fashioncat.photos import too_large
 from fashioncat.serving import Engine
 
 from ..core.config import Settings
-
-from .feedback import FeedbackStore
 from ..core.logs import app_log
 from ..core.service import categorise as run_categorise
+from .feedback import FeedbackStore
 
 EXAMPLES_DIR = Path(__file__).parents[1] / "examples"
 # results kept for the API's `correct` (id -> upload path, view, answer); the UI's rows keep their own, in the session

@@ -669,12 +669,12 @@ def test_ui_not_a_product_is_an_answer_and_never_a_label(local, photos, tmp_path
     from fashioncat.data import NOT_A_PRODUCT, read_feedback
 
     session = Session(local)
-    _, (result,), (row,) = session.categorise([("banner.jpg", photos["jpeg"][0])])
+    _, _, (row,) = session.categorise([("banner.jpg", photos["jpeg"][0])])
     status, _ = session.pick(row, "Не товар")
     assert status.startswith("Сохранено: Не товар"), status
     saved = local.app.state.feedback.rows(limit=1)[0]
     assert (saved["chosen"], saved["chosen_index"]) == ("not_a_product", NOT_A_PRODUCT)
     csv_path = local.app.state.ui.export_csv()
     assert "Не товар" in Path(csv_path).read_text(encoding="utf-8-sig")
-    x, y = read_feedback(csv_path)
+    _, y = read_feedback(csv_path)
     assert NOT_A_PRODUCT not in y.tolist()
