@@ -85,7 +85,7 @@ def categorise(engine:Engine, srcs:list[str], # paths or URLs
         rows.append(row)
     probs = engine.predict(np.stack(views)) if views else None
     for r in rows:
-        if '_i' in r: r.update(model_version=version, **engine.result(probs[r.pop('_i')]))
+        if '_i' in r: i = r.pop('_i'); r.update(model_version=version, **engine.result(probs[i], views[i]))
     return rows
 
 # %% ../nbs/05b_batch.ipynb #5baf6cee
