@@ -12,6 +12,7 @@ from .data import CLASS_NAMES, load_split, read_feedback
 from .training import CHECKPOINT, ConfigError, _read_yaml, _set, parse_config, train
 from .evaluation import FLOORS, Predictor, apply_waivers, calibrate_folder, floor_gaps, load_waivers, write_report
 from .quantization import ExportRejected, export_model
+from .models import read_config
 
 # %% auto #0
 __all__ = ['DEFAULT_TRACKING_URI', 'EXPERIMENT', 'PIPELINE', 'POST', 'TOLERANCE', 'VERSION_FILES', 'MODEL_NAME', 'RETRAIN',
@@ -19,7 +20,8 @@ __all__ = ['DEFAULT_TRACKING_URI', 'EXPERIMENT', 'PIPELINE', 'POST', 'TOLERANCE'
            'load_pipeline', 'step_config', 'plan', 'plan_text', 'run_train', 'run_post', 'mcnemar', 'compare', 'losses',
            'comparison_md', 'split_feedback', 'current_version', 'champion_paths', 'set_current', 'write_version',
            'local_versions', 'register', 'fetch_version', 'candidate_gate', 'ship_files', 'promote', 'run_pipeline',
-           'pipeline_main', 'retrain_pipeline', 'retrain_main', 'versions_table', 'set_champion', 'registry_main']
+           'pipeline_main', 'retrain_pipeline', 'retrain_main', 'versions_table', 'set_champion', 'adopt',
+           'registry_main']
 
 # %% ../nbs/06_pipeline.ipynb #791c55ce
 DEFAULT_TRACKING_URI, EXPERIMENT = 'sqlite:///mlruns.db', 'fashioncat'
@@ -293,16 +295,17 @@ def fetch_version(mlflow, n:int, models:str|Path='models')->Path:
 def candidate_gate(cand:str|Path, models:str|Path='models', holdout:str|Path|None=None, data=None,
                    tol:dict=TOLERANCE, waivers:list|None=None)->dict:
     "Floors and comparison with the champion of a evaluated candidate folder; writes comparison.json/.md into it."
-    cand = Path(cand); m = json.loads((cand/'report'/'metrics.json').read_text())
+    cand = Path(cand); m = json.loads((cand/'report'/'metrics.json').read_text()); champ, comp = champion_paths(models)[0], {}
+    shas = dict(candidate_sha256=_sha(cand/'fashioncat-int8.onnx'), champion_sha256=_sha(champ) if champ.exists() else None)
+    if (cand/'comparison.json').exists() and (old := json.loads((cand/'comparison.json').read_text())).get('shas') == shas: return old  # a re-run
     fails, waived = apply_waivers(floor_gaps(m), waivers or [])
-    champ, comp = champion_paths(models)[0], {}
     if champ.exists():
         pred = lambda p, x: Predictor(p, threads=2)(x)[1].argmax(1)
         x, y = load_split('test', data); comp['test set'] = compare(pred(cand/'fashioncat-int8.onnx', x), pred(champ, x), y, tol)
         xf, yf = read_feedback(holdout) if holdout else (None, [])
         if len(yf): comp['held-out corrections'] = compare(pred(cand/'fashioncat-int8.onnx', xf), pred(champ, xf), yf, tol)
     fails += losses(comp)
-    g = dict(passed=not fails, failures=fails, waived=waived, champion=str(champ) if champ.exists() else None, tolerance=tol, comparison=comp)
+    g = dict(passed=not fails, failures=fails, waived=waived, champion=str(champ) if champ.exists() else None, shas=shas, tolerance=tol, comparison=comp)
     (cand/'comparison.json').write_text(json.dumps(g, indent=1, ensure_ascii=False) + '\n')
     head = [f"Champion: {g['champion'] or 'none'}. Verdict: " + ('**promotable**' if g['passed'] else '**not promotable**'), '', *[f'- {f}' for f in fails], '']
     (cand/'comparison.md').write_text(comparison_md(comp, tol).replace('\n', '\n\n' + '\n'.join(head) + '\n', 1) + '\n')
@@ -346,6 +349,12 @@ def _post_steps(p, out, data, smoke, mlflow, log):
         if mlflow is not None: mlflow.log_metrics(_numbers(r, f'{k}.'))
 
 # %% ../nbs/06_pipeline.ipynb #a45ce480
+def _register_once(mlflow, out:Path, state_f:Path, info:dict)->int:
+    "Register the candidate unless this run registered the same files before (a re-run after a refusal); its version."
+    state, sha = json.loads(state_f.read_text()), _sha(out/'candidate'/'fashioncat-int8.onnx')
+    if sha not in state.setdefault('registered', {}): state['registered'][sha] = register(mlflow, out/'candidate', info)
+    state_f.write_text(json.dumps(state) + '\n'); return state['registered'][sha]
+
 def run_pipeline(p:dict, # a pipeline (`load_pipeline`, or built like `retrain_pipeline`)
                  out:str|Path, # every step's output goes under here
                  models:str|Path='models', # holds the champion (`versions/`, `current`) and the committed model
@@ -370,7 +379,7 @@ def run_pipeline(p:dict, # a pipeline (`load_pipeline`, or built like `retrain_p
         g = candidate_gate(out/'candidate', models, (out/'corrections'/'holdout.csv') if feedback else None, data,
                            waivers=load_waivers(Path(reports)/'waivers.json'))
         log(f"gate: {'passed' if g['passed'] else 'FAILED'}" + ''.join(f'\n  {f}' for f in g['failures']))
-        n = register(mlflow, out/'candidate', dict(info, gate='passed' if g['passed'] else 'failed')) if mlflow else None
+        n = _register_once(mlflow, out, state_f, dict(info, gate='passed' if g['passed'] else 'failed')) if mlflow else None
         if n is not None: log(f"registered as version {n} of {MODEL_NAME} (alias challenger) in {tracking_uri()}")
         if not (g['passed'] and promote_if_passed): return dict(version=n, promoted=False, gate=g)
         n = n or max(local_versions(models), default=0) + 1
@@ -466,19 +475,35 @@ def set_champion(n:int, models:str|Path='models', mlflow=None, force:bool=False)
     if mlflow is not None: mlflow.MlflowClient().set_registered_model_alias(MODEL_NAME, 'champion', str(n))
     return d
 
-# %% ../nbs/06_pipeline.ipynb #d0976cb7
+# %% ../nbs/06_pipeline.ipynb #e0106ca3
+def adopt(models:str|Path='models', reports:str|Path='reports/fashioncat', mlflow=None)->int:
+    "Register the committed model (`models/fashioncat*`, its report) as a version and make it the champion; its number."
+    import tempfile
+    models, c = Path(models), Path(tempfile.mkdtemp())/'candidate'
+    (c/'report').mkdir(parents=True); shutil.copytree(models/'fashioncat', c/'fashioncat')
+    for f in VERSION_FILES[:3]: shutil.copyfile(models/f, c/f)
+    shutil.copyfile(Path(reports)/'metrics.json', c/'report'/'metrics.json')
+    m = json.loads((c/'report'/'metrics.json').read_text())
+    info = dict(metrics=dict(accuracy=m['accuracy'], macro_f1=m['macro_f1']), recipe=read_config(c/'fashioncat').get('recipe'), data=dict(test=m.get('data')), adopted=str(models))
+    if mlflow is not None:
+        with mlflow.start_run(run_name='adopt the committed model'): n = register(mlflow, c, info)
+    else: n = max(local_versions(models), default=0) + 1
+    promote(c, n, models, mlflow, info); shutil.rmtree(c.parent)
+    return n
+
+# %% ../nbs/06_pipeline.ipynb #28d7b54d
 def _aliases(mlflow)->dict:
-    try: return dict(mlflow.MlflowClient().get_registered_model(MODEL_NAME).aliases)
+    try: return {a: int(v) for a, v in mlflow.MlflowClient().get_registered_model(MODEL_NAME).aliases.items()}
     except Exception: return {}  # nothing registered yet
 
 @call_parse
-def registry_main(action:Param("list, promote or rollback", str),
+def registry_main(action:Param("list, promote, rollback, or adopt (register the committed model as the champion)", str),
                   version:Param("the version to promote or roll back to", int)=None,
                   models:Param("folder of the versions and the `current` pointer", str)='models',
                   force:Param("promote even a version whose gate failed", store_true)=False,
                   no_track:Param("local folders only: no MLflow registry", store_true)=False):
     "The model registry: list the versions, promote a challenger, roll back to an earlier version."
-    if action not in ('list', 'promote', 'rollback'): sys.exit(f"fashioncat_registry: {action!r}: choose list, promote or rollback")
+    if action not in ('list', 'promote', 'rollback', 'adopt'): sys.exit(f"fashioncat_registry: {action!r}: choose list, promote, rollback or adopt")
     try:
         mlflow = None if no_track else mlflow_client()
         if action == 'list':
@@ -486,7 +511,8 @@ def registry_main(action:Param("list, promote or rollback", str),
                 print(f"{'*' if r['current'] else ' '} {r['version']:>3}  accuracy {r['accuracy'] or 0:.4f}  int8 {r['sha256']}  "
                       f"gate {dict([(True, 'passed'), (False, 'failed'), (None, '-')])[r['gate']]}  {' '.join(r['aliases'])}")
             return
-        if version is None: sys.exit(f"fashioncat_registry: {action} needs --version N (fashioncat_registry list shows them)")
-        d = set_champion(version, models, mlflow, force or action == 'rollback')
+        if action == 'adopt': version = adopt(models, mlflow=mlflow); d = Path(models)/'versions'/str(version)
+        elif version is None: sys.exit(f"fashioncat_registry: {action} needs --version N (fashioncat_registry list shows them)")
+        else: d = set_champion(version, models, mlflow, force or action == 'rollback')
     except (ImportError, OSError, ValueError) as e: sys.exit(f"fashioncat_registry: {e}")
     print(f"fashioncat_registry: version {version} is the champion ({d}); {Path(models)/'current'} names it: the service swaps to it on its next reload")
