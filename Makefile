@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: help data install test check-sync nbtest notebooks pytest gate lint serve serve-install bench clean image-smoke load-test
+.PHONY: help data install test check-sync nbtest notebooks pytest gate lint serve serve-install bench clean image-smoke load-test model
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -48,6 +48,9 @@ gate: install  ## quality gate: the shipped ONNX model on the test set vs its co
 	OMP_NUM_THREADS=1 $(VENV)/bin/fashioncat_gate
 
 test: check-sync nbtest pytest gate  ## THE test command: install from scratch, check notebooks, run every test
+
+model: install  ## rebuild the shipped model by configs/production/pipeline.yaml (resumes; ARGS=--dry_run shows the plan)
+	$(VENV)/bin/fashioncat_pipeline --ship $(ARGS)
 
 lint: install  ## ruff on hand-written code
 	$(VENV)/bin/ruff check app tests bench scripts && $(VENV)/bin/ruff format --check app tests bench scripts
