@@ -11,8 +11,12 @@ import time
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+import fastapi_offline
+from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 
 import fashioncat
 from fashioncat.serving import Engine
@@ -80,7 +84,10 @@ def create_app(settings: Settings | None = None, ui: bool = True) -> FastAPI:
         # The service reports through Prometheus and JSON logs; FastAPI's native OpenTelemetry would otherwise ask the
         # (unconfigured) global providers on every request whether it is wanted.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        docs_url=None,  # served by _offline_docs from packaged assets: FastAPI's own pages load them from a CDN
+        redoc_url=None,
     )
+    _offline_docs(app)
     app.state.settings = settings
     app.state.engine = None
     app.state.metrics = Metrics()
@@ -97,6 +104,42 @@ def create_app(settings: Settings | None = None, ui: bool = True) -> FastAPI:
         mount_ui_placeholder(app)  # the Gradio app replaces it once the lifespan has built it (app/ui/mount.py)
     app.add_middleware(RequestContext, metrics=app.state.metrics)
     return app
+
+
+DOCS_ASSETS = "/docs-assets"
+
+
+def _offline_docs(app: FastAPI) -> None:
+    "/docs (Swagger UI) and /redoc with their JavaScript and CSS served from the fastapi-offline package: no internet."
+    app.mount(DOCS_ASSETS, StaticFiles(directory=Path(fastapi_offline.__file__).parent / "static"), name="docs-assets")
+    title = f"{app.title} API"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")  # behind a proxy that serves the app under a prefix
+        return get_swagger_ui_html(
+            openapi_url=root + app.openapi_url,
+            title=title,
+            oauth2_redirect_url=root + app.swagger_ui_oauth2_redirect_url,
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+        )
+
+    @app.get(app.swagger_ui_oauth2_redirect_url, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=root + app.openapi_url,
+            title=title,
+            redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
 
 
 app = create_app()

@@ -39,6 +39,7 @@ CONTRACT = {
 PROMETHEUS_BUILTIN = {"up"}
 SLA_ALERTS = {
     "FashioncatHighLatencyP95",
+    "FashioncatHighLatencyMean",
     "FashioncatHighErrorRate",
     "FashioncatHighFailedRequestShare",
     "FashioncatHighCPU",
@@ -133,6 +134,7 @@ def test_every_sla_alert_has_a_firing_and_a_quiet_unit_test():
     assert set(alerts) == SLA_ALERTS
     assert {a["labels"]["severity"] for a in alerts.values()} <= {"page", "warning"}
     assert alerts["FashioncatHighLatencyP95"]["for"] == "5m" and "> 0.3" in alerts["FashioncatHighLatencyP95"]["expr"]
+    assert alerts["FashioncatHighLatencyMean"]["for"] == "5m" and "> 0.2" in alerts["FashioncatHighLatencyMean"]["expr"]
     assert "2e9" in alerts["FashioncatHighMemory"]["expr"] and "> 0.7" in alerts["FashioncatHighCPU"]["expr"]
     cases = [c for t in load_yaml(PROM / "alerts_test.yml")["tests"] for c in t["alert_rule_test"]]
     fires = {c["alertname"] for c in cases if c["exp_alerts"]}

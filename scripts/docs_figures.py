@@ -1,0 +1,195 @@
+"""Write the figures of the docs from the committed JSON they come from, or check that the docs still say them.
+
+A figure in a doc is written between markers, `<!-- fig:accuracy_int8 -->95.36%<!-- /fig -->`; `FIGURES` says which
+JSON file and which value each name is, and how it is written. The docs: README.md (made from nbs/index.ipynb, which
+holds the markers too), CHANGELOG.md and docs/*.md.
+
+    python scripts/docs_figures.py            # rewrite every marked figure from its JSON (make docs)
+    python scripts/docs_figures.py --check    # exit 1, naming doc, figure and both values, when one differs
+"""
+
+import argparse
+import json
+import re
+import sys
+from functools import cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MARK = re.compile(r"<!-- fig:([a-z0-9_]+) -->(.*?)<!-- /fig -->")
+
+METRICS = "reports/fashioncat/metrics.json"  # fashioncat_evaluate of the served int8 model
+EXPORT = "models/export_report.json"  # fashioncat_export
+LOAD = "bench/results/load_test.json"  # make load-test (one worker, UI mounted; 2-core Xeon)
+LOAD_EPYC = "bench/results/load_test_amd-epyc.json"  # the same on an AMD EPYC
+LOAD_2W = "bench/results/load_test_2workers.json"  # two workers, API only
+BIG = "bench/results/big_photos_amd-epyc.json"  # bench/big_photos.py
+
+
+def pct(x: float, nd: int = 2) -> str:
+    return f"{100 * x:.{nd}f}%"
+
+
+def num(x: float, nd: int = 4) -> str:
+    return f"{x:.{nd}f}"
+
+
+def ms(x: float) -> str:
+    return f"{x:.1f} ms"
+
+
+def mb(n_bytes: int) -> str:
+    return f"{n_bytes / 1e6:.2f} MB"
+
+
+def rate(x: float) -> str:
+    return f"{x:,.0f}/s"
+
+
+def fixed(d: dict, kind: str) -> dict:
+    "The 100 req/s row of a load test for `kind` (png or jpeg) against the service."
+    return next(r for r in d["fixed"] if r["server"] == "fashioncat" and r["input"] == kind)
+
+
+def weakest(per_class: dict, metric: str) -> str:
+    name = min(per_class, key=lambda c: per_class[c][metric])
+    return f"{num(per_class[name][metric])} ({name})"
+
+
+def _load(kind: str):
+    "Figures of one load-test JSON: mean, p95, CPU and RSS at 100/s per input, the highest rates, cold start."
+    figs = {}
+    for i in ("png", "jpeg"):
+        figs |= {
+            f"{i}_mean": lambda d, i=i: ms(fixed(d, i)["mean_ms"]),
+            f"{i}_p95": lambda d, i=i: ms(fixed(d, i)["p95_ms"]),
+            f"{i}_p99": lambda d, i=i: ms(fixed(d, i)["p99_ms"]),
+            f"{i}_errors": lambda d, i=i: f"{fixed(d, i)['errors']} / {fixed(d, i)['sent']:,}",
+            f"{i}_cpu": lambda d, i=i: pct(fixed(d, i)["cpu_share"], 1),
+            f"{i}_rss": lambda d, i=i: f"{fixed(d, i)['rss_peak_mb']:.0f} MB",
+            f"{i}_max": lambda d, i=i: rate(d["max_rps"]["fashioncat"][i]),
+        }
+    figs["cold_start"] = lambda d: f"{d['servers'][0]['cold_start_s']:.2f} s"
+    figs["ui_ready"] = lambda d: f"{d['servers'][0]['ui_ready_s']:.1f} s"
+    figs["date"] = lambda d: d["date"]
+    if kind == "load":
+        figs["noop_mean"] = lambda d: ms(next(r for r in d["fixed"] if r["server"] == "noop")["mean_ms"])
+        figs["noop_max"] = lambda d: rate(d["max_rps"]["noop"]["png"])
+    return {f"{kind}_{k}": v for k, v in figs.items()}
+
+
+# name -> (JSON file, value -> text). Names say what the figure is; the file says where it was measured.
+FIGURES = {
+    # the served model on the test set (fashioncat_evaluate)
+    "accuracy_int8": (METRICS, lambda d: pct(d["accuracy"])),
+    "test_n": (METRICS, lambda d: f"{d['n']:,}"),
+    "macro_f1": (METRICS, lambda d: num(d["macro_f1"])),
+    "weighted_f1": (METRICS, lambda d: num(d["weighted_f1"])),
+    "top2_accuracy": (METRICS, lambda d: num(d["top2_accuracy"])),
+    "log_loss": (METRICS, lambda d: num(d["log_loss"])),
+    "lowest_precision": (METRICS, lambda d: weakest(d["per_class"], "precision")),
+    "lowest_recall": (METRICS, lambda d: weakest(d["per_class"], "recall")),
+    "ece": (METRICS, lambda d: num(d["calibration"]["ece"])),
+    "ece_uncalibrated": (METRICS, lambda d: num(d["calibration"]["ece_uncalibrated"])),
+    "temperature": (METRICS, lambda d: num(d["calibration"]["temperature"])),
+    "review_threshold": (METRICS, lambda d: num(d["review"]["threshold"])),
+    "review_share": (METRICS, lambda d: pct(d["review"]["test_share_flagged"], 1)),
+    "review_precision": (METRICS, lambda d: num(d["review"]["test_precision"])),
+    "robustness_clean": (METRICS, lambda d: pct(d["robustness"]["clean"], 1)),
+    # the export (fashioncat_export)
+    "accuracy_fp32": (EXPORT, lambda d: pct(d["test"]["fp32_accuracy"])),
+    "valid_accuracy": (EXPORT, lambda d: pct(d["tta"]["valid_accuracy"])),
+    "valid_accuracy_tta": (EXPORT, lambda d: pct(d["tta"]["valid_accuracy_tta"])),
+    "params": (EXPORT, lambda d: f"{d['model']['params'] / 1e6:.2f} M"),
+    "version": (EXPORT, lambda d: d["model"]["version"]),
+    "int8_size": (EXPORT, lambda d: mb(d["files"]["int8"]["bytes"])),
+    "fp32_size": (EXPORT, lambda d: mb(d["files"]["fp32"]["bytes"])),
+    "same_class": (EXPORT, lambda d: pct(d["test"]["same_class"])),
+    "parity": (EXPORT, lambda d: f"{d['parity']['max_abs_logits']:.1e}"),
+    "parity_n": (EXPORT, lambda d: f"{d['parity']['n']:,}"),
+    "calibration_images": (EXPORT, lambda d: f"{d['quantization']['calibration_images']:,}"),
+    "fp32_weakest": (EXPORT, lambda d: weakest(d["test"]["fp32_per_class"], "recall")),
+    # the service under load (bench/load_test.py)
+    **{k: (LOAD, f) for k, f in _load("load").items()},
+    **{k: (LOAD_EPYC, f) for k, f in _load("epyc").items()},
+    **{k: (LOAD_2W, f) for k, f in _load("workers2").items()},
+    # big photos at once (bench/big_photos.py)
+    "big_photo": (BIG, lambda d: d["photo"].split(",")[0]),
+    "big_n": (BIG, lambda d: str(d["n"])),
+    "big_idle_rss": (BIG, lambda d: f"{d['idle_rss_mb']:,} MB"),
+    "big_peak_rss": (BIG, lambda d: f"{d['peak_rss_mb']:,} MB"),
+    "big_rss_after": (BIG, lambda d: f"{d['rss_after_mb']:,} MB"),
+    "big_wall": (BIG, lambda d: f"{d['wall_s']:.1f} s"),
+}
+
+
+def doc_files(root: Path = ROOT) -> list[Path]:
+    "The files that carry figures: README.md, its notebook, CHANGELOG.md and docs/*.md (those that exist)."
+    files = [root / "README.md", root / "nbs" / "index.ipynb", root / "CHANGELOG.md", *sorted(root.glob("docs/*.md"))]
+    return [f for f in files if f.exists()]
+
+
+def figures(root: Path = ROOT) -> dict[str, str]:
+    "Every figure's text, from the JSON files under `root`."
+
+    @cache
+    def load(rel: str):
+        return json.loads((root / rel).read_text())
+
+    out = {name: fmt(load(src)) for name, (src, fmt) in FIGURES.items()}
+    bad = [n for n, v in out.items() if re.search(r'["\\\n<>]', v)]  # the text goes inside a notebook's JSON strings
+    assert not bad, f"figures that cannot go between markers: {bad}"
+    return out
+
+
+def fill(text: str, figs: dict[str, str], where: str = "") -> str:
+    "`text` with every marked figure replaced by its value; an unknown name is an error naming it."
+    unknown = sorted({m[1] for m in MARK.finditer(text)} - figs.keys())
+    if unknown:
+        raise KeyError(f"{where}: unknown figure(s) {unknown}: add them to FIGURES in scripts/docs_figures.py")
+    return MARK.sub(lambda m: f"<!-- fig:{m[1]} -->{figs[m[1]]}<!-- /fig -->", text)
+
+
+def stale(root: Path = ROOT) -> list[str]:
+    "One line per marked figure that differs from its JSON: doc, figure, what the doc says, what the JSON gives."
+    figs, out = figures(root), []
+    for f in doc_files(root):
+        rel = f.relative_to(root)
+        fill(f.read_text(), figs, str(rel))  # unknown names first
+        for m in MARK.finditer(f.read_text()):
+            if m[2] != figs[m[1]]:
+                out.append(f"{rel}: {m[1]} says {m[2]!r}, {FIGURES[m[1]][0]} gives {figs[m[1]]!r}")
+    return out
+
+
+def write(root: Path = ROOT) -> list[Path]:
+    "Rewrite the marked figures of every doc from the JSON; the files that changed."
+    figs, changed = figures(root), []
+    for f in doc_files(root):
+        text = f.read_text()
+        new = fill(text, figs, str(f.relative_to(root)))
+        if new != text:
+            f.write_text(new)
+            changed.append(f)
+    return changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 when a doc's figure differs")
+    p.add_argument("--root", type=Path, default=ROOT, help="the repository (default: this one)")
+    a = p.parse_args(argv)
+    if a.check:
+        diffs = stale(a.root)
+        for line in diffs:
+            print(line, file=sys.stderr)
+        if diffs:
+            print("figures in the docs differ from their JSON: run `make docs` and commit", file=sys.stderr)
+        return 1 if diffs else 0
+    for f in write(a.root):
+        print("wrote", f.relative_to(a.root))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
