@@ -65,8 +65,9 @@ test: check-sync nbtest pytest gate  ## THE test command: install from scratch, 
 model: install  ## rebuild the shipped model by configs/production/pipeline.yaml (resumes; ARGS=--dry_run shows the plan)
 	$(VENV)/bin/fashioncat_pipeline --ship $(ARGS)
 
-lint: install  ## ruff on hand-written code
+lint: install  ## ruff on hand-written code, and line length in the training notebooks
 	$(VENV)/bin/ruff check app tests bench scripts && $(VENV)/bin/ruff format --check app tests bench scripts
+	$(VENV)/bin/ruff check --select E501 nbs/0[0-4]*.ipynb nbs/06*.ipynb
 
 $(SERVE_VENV)/.installed: settings.ini setup.py
 	$(PYTHON) -m venv $(SERVE_VENV)

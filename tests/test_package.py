@@ -18,7 +18,16 @@ def test_import_fashioncat_loads_no_torch():
 
 @pytest.mark.parametrize(
     "module",
-    ["fashioncat.data", "fashioncat.models", "fashioncat.training", "fashioncat.evaluation", "fashioncat.quantization"],
+    [
+        "fashioncat.data",
+        "fashioncat.models",
+        "fashioncat.training",
+        "fashioncat.callbacks",
+        "fashioncat.sweep",
+        "fashioncat.evaluation",
+        "fashioncat.gate",
+        "fashioncat.quantization",
+    ],
 )
 def test_training_module_without_torch_names_the_extra(module):
     # `sys.modules['torch'] = None` makes `import torch` fail, as in the base (serving) install.
