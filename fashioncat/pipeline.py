@@ -9,8 +9,11 @@ from pathlib import Path
 import numpy as np
 from fastcore.script import call_parse, Param, store_true
 from .data import CLASS_NAMES, load_split, read_feedback
-from .training import CHECKPOINT, ConfigError, _read_yaml, _set, parse_config, train
-from .evaluation import Predictor, apply_waivers, calibrate_folder, floor_gaps, load_waivers, write_report
+from .training import ConfigError, _read_yaml, parse_config, train
+from .callbacks import CHECKPOINT
+from .sweep import _set
+from .evaluation import Predictor, calibrate_folder, floor_gaps, write_report
+from .gate import apply_waivers, load_waivers
 from .quantization import ExportRejected, export_model
 from .models import read_config
 
@@ -307,7 +310,7 @@ def register(mlflow, cand:str|Path, info:dict)->int:
         if src.exists(): mlflow.log_artifact(str(src), 'candidate')
     mlflow.log_artifacts(str(cand/'fashioncat'), 'candidate/fashioncat')
     try: client.get_registered_model(MODEL_NAME)
-    except mlflow.exceptions.MlflowException: client.create_registered_model(MODEL_NAME, description='Product-image categorizer (ONNX int8)')
+    except mlflow.exceptions.MlflowException: client.create_registered_model(MODEL_NAME)
     tags = {k: v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)[:5000] for k, v in info.items()}
     tags |= {f'sha256_{k}': _sha(cand/f) for k, f in (('int8', 'fashioncat-int8.onnx'), ('fp32', 'fashioncat.onnx'))}
     v = client.create_model_version(MODEL_NAME, f'{run.info.artifact_uri}/candidate', run.info.run_id, tags=tags)
