@@ -48,8 +48,7 @@ def corrections_csv(path: Path, models: Path, n_scan: int) -> int:
     wrong = np.flatnonzero(pred != y[:n_scan])
     with open(path, "w") as f:
         f.write("id,chosen,chosen_index,pixels\n")
-        for i in wrong:
-            f.write(f"{i},,{y[i]},{' '.join(map(str, x[i].ravel()))}\n")
+        f.writelines(f"{i},,{y[i]},{' '.join(map(str, x[i].ravel()))}\n" for i in wrong)
         f.write(f"-1,not a product,,{' '.join(map(str, x[0].ravel()))}\n")
     return len(wrong)
 
@@ -83,32 +82,32 @@ def main():
     pipe = retrain_pipeline(champion_paths(models)[1], work / "rt" / "corrections" / "train.csv", a.epochs)
     r = run_pipeline(pipe, work / "rt", models, feedback=s, promote_if_passed=False, log=log)
     total = time.time() - t0
-    res = dict(
-        hardware=hardware("cpu"),
-        cores=os.cpu_count(),
-        threads=os.environ.get("OMP_NUM_THREADS"),
-        bf16=cpu_has_bf16(),
-        load_average_at_end=os.getloadavg()[0],
-        epochs=a.epochs,
-        corrections=dict(found=n, train=s["train"], holdout=s["holdout"]),
-        seconds=dict(total=round(total, 1), **steps),
-        cpu_seconds=cpu,
-        gate_passed=r["gate"]["passed"],
-        gate_failures=r["gate"]["failures"],
-        test_accuracy=json.loads((work / "rt" / "candidate" / "report" / "metrics.json").read_text())["accuracy"],
-    )
+    res = {
+        "hardware": hardware("cpu"),
+        "cores": os.cpu_count(),
+        "threads": os.environ.get("OMP_NUM_THREADS"),
+        "bf16": cpu_has_bf16(),
+        "load_average_at_end": os.getloadavg()[0],
+        "epochs": a.epochs,
+        "corrections": {"found": n, "train": s["train"], "holdout": s["holdout"]},
+        "seconds": dict(total=round(total, 1), **steps),
+        "cpu_seconds": cpu,
+        "gate_passed": r["gate"]["passed"],
+        "gate_failures": r["gate"]["failures"],
+        "test_accuracy": json.loads((work / "rt" / "candidate" / "report" / "metrics.json").read_text())["accuracy"],
+    }
     threads = torch.get_num_threads()
     train_cpu = sum(v for k, v in cpu.items() if k == "finetune")
     after = sum(v for k, v in cpu.items() if k in ("calibrate", "export", "evaluate", "gate"))
     per_epoch = train_cpu / a.epochs / threads
-    res["idle_estimate"] = dict(
-        threads=threads,
-        epoch_s=round(per_epoch, 1),
-        after_training_s=round(after, 1),
-        retrain_epochs=RETRAIN["epochs"],
-        total_s=round(RETRAIN["epochs"] * per_epoch + after, 1),
-        how="training: CPU seconds / threads, epochs scaled to retrain_epochs; the steps after it: CPU seconds",
-    )
+    res["idle_estimate"] = {
+        "threads": threads,
+        "epoch_s": round(per_epoch, 1),
+        "after_training_s": round(after, 1),
+        "retrain_epochs": RETRAIN["epochs"],
+        "total_s": round(RETRAIN["epochs"] * per_epoch + after, 1),
+        "how": "training: CPU seconds / threads, epochs scaled to retrain_epochs; the steps after it: CPU seconds",
+    }
     print(json.dumps(res, indent=1))
     cpu = re.sub(r"[^a-z0-9]+", "-", res["hardware"].lower()).strip("-").split("-")[:2]
     out = Path(a.out or ROOT / "bench" / "results" / f"retrain_{'-'.join(cpu)}.json")

@@ -24,6 +24,7 @@ LOAD = "bench/results/load_test.json"  # make load-test (one worker, UI mounted;
 LOAD_EPYC = "bench/results/load_test_amd-epyc.json"  # the same on an AMD EPYC
 LOAD_2W = "bench/results/load_test_2workers.json"  # two workers, API only
 BIG = "bench/results/big_photos_amd-epyc.json"  # bench/big_photos.py
+RETRAIN = "bench/results/retrain_amd-epyc.json"  # bench/bench_retrain.py (a retrain from corrections, AMD EPYC)
 
 
 def pct(x: float, nd: int = 2) -> str:
@@ -120,6 +121,17 @@ FIGURES = {
     "big_peak_rss": (BIG, lambda d: f"{d['peak_rss_mb']:,} MB"),
     "big_rss_after": (BIG, lambda d: f"{d['rss_after_mb']:,} MB"),
     "big_wall": (BIG, lambda d: f"{d['wall_s']:.1f} s"),
+    # a retrain from corrections (bench/bench_retrain.py): measured epochs, and the machine-alone estimate
+    "retrain_epochs_measured": (RETRAIN, lambda d: str(d["epochs"])),
+    "retrain_epoch_cpu": (RETRAIN, lambda d: f"{d['cpu_seconds']['finetune'] / d['epochs']:.0f} s"),
+    "retrain_epoch_alone": (RETRAIN, lambda d: f"{d['idle_estimate']['epoch_s']:.0f} s"),
+    "retrain_after": (RETRAIN, lambda d: f"{d['idle_estimate']['after_training_s']:.0f} s"),
+    "retrain_epochs": (RETRAIN, lambda d: str(d["idle_estimate"]["retrain_epochs"])),
+    "retrain_minutes": (RETRAIN, lambda d: f"{d['idle_estimate']['total_s'] / 60:.1f} minutes"),
+    "retrain_wall": (RETRAIN, lambda d: f"{d['seconds']['total'] / 60:.1f} minutes"),
+    "retrain_load": (RETRAIN, lambda d: f"{d['load_average_at_end']:.1f}"),
+    "retrain_accuracy": (RETRAIN, lambda d: pct(d["test_accuracy"])),
+    "retrain_corrections": (RETRAIN, lambda d: f"{d['corrections']['train']:,}"),
 }
 
 
