@@ -561,7 +561,9 @@ def registry_main(action:Param("list, promote, rollback, or adopt (the committed
     try:
         mlflow = None if no_track else mlflow_client()
         if action == 'list':
-            for r in versions_table(models, _aliases(mlflow) if mlflow else None):
+            rows = versions_table(models, _aliases(mlflow) if mlflow else None)
+            if not rows: print(f"no versions under {Path(models)/'versions'}; `adopt` registers the committed model")
+            for r in rows:
                 gate = {True: 'passed', False: 'failed', None: '-'}[r['gate']]
                 print(f"{'*' if r['current'] else ' '} {r['version']:>3}  accuracy {r['accuracy'] or 0:.4f}  "
                       f"int8 {r['sha256']}  gate {gate}  {' '.join(r['aliases'])}")
