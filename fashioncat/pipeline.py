@@ -322,7 +322,8 @@ def fetch_version(mlflow, n:int, models:str|Path='models')->Path:
     dst = Path(models)/'versions'/str(n)
     if dst.is_dir(): return dst
     import tempfile
-    mv = mlflow.MlflowClient().get_model_version(MODEL_NAME, str(n))
+    try: mv = mlflow.MlflowClient().get_model_version(MODEL_NAME, str(n))
+    except mlflow.exceptions.MlflowException: raise FileNotFoundError(f"version {n}: not here, nor in {tracking_uri()}")
     src = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path='candidate', dst_path=tempfile.mkdtemp())
     return write_version(Path(src), models, n, dict(run_id=mv.run_id, tags=dict(mv.tags)))
 
@@ -551,7 +552,7 @@ def _aliases(mlflow)->dict:
 
 @call_parse
 def registry_main(action:Param("list, promote, rollback, or adopt (the committed model becomes the champion)", str),
-                  version:Param("the version to promote or roll back to", int)=None,
+                  version:Param("the version to promote or roll back to", int, opt=False, nargs='?')=None,
                   models:Param("folder of the versions and the `current` pointer", str)='models',
                   force:Param("promote even a version whose gate failed", store_true)=False,
                   no_track:Param("local folders only: no MLflow registry", store_true)=False):
@@ -569,7 +570,7 @@ def registry_main(action:Param("list, promote, rollback, or adopt (the committed
                       f"int8 {r['sha256']}  gate {gate}  {' '.join(r['aliases'])}")
             return
         if action == 'adopt': version = adopt(models, mlflow=mlflow); d = Path(models)/'versions'/str(version)
-        elif version is None: sys.exit(f"fashioncat_registry: {action} needs --version N (`list` shows them)")
+        elif version is None: sys.exit(f"fashioncat_registry: {action} needs a version number (`list` shows them)")
         else: d = set_champion(version, models, mlflow, force or action == 'rollback')
     except (ImportError, OSError, ValueError) as e: sys.exit(f"fashioncat_registry: {e}")
     print(f"fashioncat_registry: version {version} is the champion ({d}); {Path(models)/'current'} names it, "
