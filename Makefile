@@ -77,8 +77,9 @@ $(SERVE_VENV)/.installed: settings.ini setup.py
 
 serve-install: $(SERVE_VENV)/.installed  ## the base install only: no torch
 
-serve: serve-install  ## THE serve command: API on :8000, UI on :8000/ui, with the committed model
-	GRADIO_ANALYTICS_ENABLED=False MALLOC_ARENA_MAX=2 $(SERVE_VENV)/bin/uvicorn app.main:app --host $(HOST) --port $(PORT) --loop uvloop --http httptools
+serve: serve-install  ## THE serve command: API on :8000, UI on :8000/ui (no login on 127.0.0.1), with the committed model
+	FASHIONCAT_DATA_DIR=$${FASHIONCAT_DATA_DIR:-feedback} FASHIONCAT_UI_AUTH=$${FASHIONCAT_UI_AUTH:-$(if $(filter 127.0.0.1 localhost,$(HOST)),off,on)} \
+	GRADIO_ANALYTICS_ENABLED=False MALLOC_ARENA_MAX=2 $(SERVE_VENV)/bin/uvicorn app.main:app --host $(HOST) --port $(PORT) --loop uvloop --http app.core.edge:GuardedHttpTools
 
 image-smoke:  ## docker/Dockerfile's install steps in a fresh venv, then a smoke test of its server (no Docker needed)
 	PYTHON=$(PYTHON) bash bench/docker_smoke.sh

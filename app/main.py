@@ -7,29 +7,31 @@ Settings come from `FASHIONCAT_*` environment variables (`app.core.config.Settin
 
 import asyncio
 import contextlib
-import time
+import sys
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import fastapi_offline
 from fastapi import FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 import fashioncat
-from fashioncat.serving import Engine
 
-from .core.config import Settings
-
+from .api.routes import admin, batches, predict, system
+from .core.admission import BUDGET
+from .core.auth import check_ui_settings
+from .core.config import Settings, SettingsError, load_settings
 from .core.errors import install_error_handlers
-from .ui.feedback import FeedbackStore
 from .core.logs import app_log, setup_logging
 from .core.metrics import PROCESS_SAMPLE_S, Metrics
 from .core.middleware import RequestContext
-from .api.routes import predict, system
+from .core.models import start_models
+from .ui.feedback import open_store
 from .ui.mount import mount_ui_placeholder, start_ui
+from .ui.queue_routes import router as queue_router
+from .ui.workflow import open_workflow
 
 
 @asynccontextmanager
@@ -37,24 +39,24 @@ async def lifespan(app: FastAPI):
     """Load and warm up the engine once, before the first request; open the feedback store. Then start the UI in the
     background: the API (and `/ready`) does not wait for gradio, and `/ui` answers 503 until the UI is up."""
     s: Settings = app.state.settings
-    t0 = time.perf_counter()
-    engine = await run_in_threadpool(Engine.from_settings, s)
-    app.state.engine = engine
-    app.state.feedback = FeedbackStore(Path(s.data_dir) / "feedback.sqlite")
     app.state.metrics.model_info.clear()
-    app.state.metrics.model_info.labels(engine.info.version, engine.info.commit, engine.info.architecture).set(1)
-    loaded = {
-        "model": Path(engine.info.path).name,
-        "version": engine.info.version,
-        "review_threshold": engine.review_threshold,
-    }
-    app_log.info("model loaded", extra={**loaded, "load_s": round(time.perf_counter() - t0, 3)})
     metrics: Metrics = app.state.metrics
     async with AsyncExitStack() as stack:  # on shutdown: the UI's own lifespan first, then the task if still running
+        # the served version (`current`'s, else the default model), its swaps and the shadow: app/core/models.py
+        await start_models(app, stack)
+        if app.state.ui_mount is not None:  # the corrections store is the UI's: API-only replicas need no data folder
+            app.state.feedback, app.state.feedback_problem = open_store(Path(s.data_dir) / "feedback.sqlite")
+            if app.state.feedback is None:
+                app_log.error(
+                    "the corrections store is unusable; the UI is off, the API serves", extra={"path": s.data_dir}
+                )
+                app.state.ui_mount.failed(app.state.feedback_problem)
+            else:  # the batches, beside the corrections
+                app.state.workflow = open_workflow(app, Path(s.data_dir) / "feedback.sqlite")
         if metrics.multiproc_dir is not None:  # several workers: publish this one's CPU and memory until it stops
             stack.callback(metrics.worker_exit)
             stack.push_async_callback(_cancel, asyncio.create_task(_sample_process(metrics)))
-        if app.state.ui_mount is not None:
+        if app.state.ui_mount is not None and app.state.feedback is not None:
             stack.push_async_callback(_cancel, asyncio.create_task(start_ui(app, stack)))
         yield
     app.state.engine = None
@@ -74,7 +76,7 @@ async def _cancel(task: asyncio.Task) -> None:
 
 def create_app(settings: Settings | None = None, ui: bool = True) -> FastAPI:
     "The API (and, with `ui` and `settings.ui_enabled`, the Gradio UI on /ui), configured by `settings` or the environment."
-    settings = settings or Settings()
+    settings = settings or load_settings()
     setup_logging(settings.log_level)
     app = FastAPI(
         title="fashioncat",
@@ -89,18 +91,26 @@ def create_app(settings: Settings | None = None, ui: bool = True) -> FastAPI:
     )
     _offline_docs(app)
     app.state.settings = settings
-    app.state.engine = None
+    BUDGET.configure(settings.memory_budget_mb * 2**20, settings.admission_wait_s)  # one budget: the process's memory
+    app.state.engine = app.state.shadow = None
     app.state.metrics = Metrics()
-    app.state.ui_mount = None
+    app.state.ui_mount = app.state.feedback = app.state.workflow = None
+    app.state.feedback_problem = ""
     install_error_handlers(app)
     app.include_router(predict.router)
     app.include_router(system.router)
+    app.include_router(batches.router)
+    app.include_router(admin.router)
     if ui and settings.ui_enabled and app.state.metrics.multiproc_dir is not None:
         app_log.warning(
             "the UI is not mounted: this is one of several workers (PROMETHEUS_MULTIPROC_DIR is set), and the UI keeps "
             "per-process state; serve it from a one-worker instance, or set FASHIONCAT_UI_ENABLED=false to silence this"
         )
     elif ui and settings.ui_enabled:  # FASHIONCAT_UI_ENABLED=false: API only
+        check_ui_settings(settings)  # a data folder and accounts (or auth explicitly off), before anything serves
+        if settings.ui_auth == "off":
+            app_log.warning("the UI has no login (FASHIONCAT_UI_AUTH=off): serve it on 127.0.0.1 only")
+        app.include_router(queue_router)  # /ui/review/...: before the /ui mount, which would take them
         mount_ui_placeholder(app)  # the Gradio app replaces it once the lifespan has built it (app/ui/mount.py)
     app.add_middleware(RequestContext, metrics=app.state.metrics)
     return app
@@ -142,4 +152,8 @@ def _offline_docs(app: FastAPI) -> None:
         )
 
 
-app = create_app()
+try:
+    app = create_app()
+except SettingsError as e:  # one line naming the variable, no traceback, a non-zero exit (uvicorn stops)
+    print(f"fashioncat: invalid settings: {e}", file=sys.stderr)
+    raise SystemExit(2) from None

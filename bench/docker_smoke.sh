@@ -159,7 +159,7 @@ echo "smoke: site-packages ${deps_mb} MB, app + model ${srv_mb} MB -> expected i
 PORT=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 CMD=$("$PYTHON" -c 'import json, shlex, sys; a = json.loads(sys.argv[1]); print(a[2] if a[:2] == ["sh", "-c"] else shlex.join(a))' "$CMD")
 CMD=${CMD/--host 0.0.0.0/--host 127.0.0.1}
-(cd "$SRV" && exec env "${ENVS[@]}" PORT="$PORT" GRADIO_ANALYTICS_ENABLED=False OMP_NUM_THREADS=1 \
+(cd "$SRV" && exec env "${ENVS[@]}" PORT="$PORT" GRADIO_ANALYTICS_ENABLED=False OMP_NUM_THREADS=1 FASHIONCAT_UI_AUTH=off \
   sh -c "$CMD" >"$WORK/server.log" 2>&1) &
 SERVER_PID=$!
 if ! smoke "http://127.0.0.1:$PORT"; then

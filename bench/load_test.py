@@ -324,6 +324,7 @@ class Server:
     app: str  # uvicorn import string
     path: str  # the route under load
     factory: bool = False  # `app` is a function that builds the app (uvicorn --factory)
+    http: str = "httptools"  # uvicorn's --http (bench/fuzz.py: the image's guarded httptools)
     proc: subprocess.Popen | None = None
     port: int = 0
     cold_start_s: float = float("nan")
@@ -342,8 +343,10 @@ class Server:
     def start(self, python: str, workers: int, env: dict, log: Path) -> "Server":
         self.port = free_port()
         cmd = [python, "-m", "uvicorn", self.app, "--host", HOST, "--port", str(self.port), "--no-access-log"]
-        cmd += ["--loop", "uvloop", "--http", "httptools"]  # as docker/Dockerfile and `make serve` run it
+        cmd += ["--loop", "uvloop", "--http", self.http]  # as docker/Dockerfile and `make serve` run it
         cmd += ["--workers", str(workers), "--log-level", "warning"] + (["--factory"] if self.factory else [])
+        # the UI wants a data folder and accounts: a throwaway folder, and no login (the server binds 127.0.0.1)
+        env = {"FASHIONCAT_DATA_DIR": str(log.parent / "feedback"), "FASHIONCAT_UI_AUTH": "off", **env}
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
         deadline = t0 + 120

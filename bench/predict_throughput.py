@@ -14,6 +14,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,6 +37,8 @@ def start_server(python: str, threads: int) -> tuple[subprocess.Popen, str, floa
     UI ready (`/ready` says `"ui": "ready"`; NaN when the UI is disabled or failed), in seconds."""
     port = _free_port()
     env = {
+        "FASHIONCAT_DATA_DIR": tempfile.mkdtemp(prefix="fashioncat-throughput-"),  # the UI's, throwaway
+        "FASHIONCAT_UI_AUTH": "off",  # the server binds 127.0.0.1
         **os.environ,
         "GRADIO_ANALYTICS_ENABLED": "False",
         "FASHIONCAT_THREADS": str(threads),

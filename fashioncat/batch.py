@@ -11,7 +11,7 @@ from fastcore.script import call_parse, Param
 from .serving import Engine, ModelError, Settings
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'find_images', 'predict_files', 'predict_main']
+__all__ = ['IMAGE_SUFFIXES', 'find_images', 'predict_files', 'csv_safe', 'predict_main']
 
 # %% ../nbs/05b_batch.ipynb #687bdc20
 IMAGE_SUFFIXES = {'.png', '.jpg', '.jpeg', '.webp', '.bmp', '.gif', '.tif', '.tiff'}
@@ -36,6 +36,13 @@ def predict_files(engine:Engine, files:list[Path], batch_size:int=64, progress:b
         if bar: bar.update(len(chunk))
     if bar: bar.close()
 
+# %% ../nbs/05b_batch.ipynb #d9e593d9
+_FORMULA = ('=', '+', '-', '@', '\t', '\r')  # a cell starting so is a formula to Excel and LibreOffice
+
+def csv_safe(value):
+    "`value` as a CSV cell a spreadsheet shows as text, never runs: formula-like strings get a leading `'`."
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA) else value
+
 # %% ../nbs/05b_batch.ipynb #e53916fe
 _CSV_COLS = ['path', 'category', 'category_ru', 'confidence', 'needs_review', 'top_k', 'error', 'status', 'detail']
 
@@ -47,7 +54,8 @@ def _writer(out:str|None):
     w = csv.DictWriter(f, _CSV_COLS, extrasaction='ignore') if fmt == 'csv' else None
     if w: w.writeheader()
     def write(row):
-        if w: w.writerow({**row, 'top_k': json.dumps(row['top_k'], ensure_ascii=False) if 'top_k' in row else ''})
+        top_k = json.dumps(row['top_k'], ensure_ascii=False) if 'top_k' in row else ''
+        if w: w.writerow({k: csv_safe(v) for k, v in row.items()} | {'top_k': top_k})
         else: f.write(json.dumps(row, ensure_ascii=False) + '\n')
     return f, write
 

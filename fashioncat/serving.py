@@ -4,34 +4,42 @@
 
 # %% ../nbs/05_serving.ipynb #99f4589a
 from __future__ import annotations
-import hashlib, json
+import hashlib, json, os
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 from typing import Iterable
 import numpy as np
 import onnxruntime as ort
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from fastcore.basics import patch
 from .photos import MAX_BYTES, MAX_PIXELS, ServingError, prepare
 
 # %% auto #0
-__all__ = ['DEFAULT_REVIEW_THRESHOLD', 'Settings', 'ModelError', 'ModelInfo', 'as_batch', 'Engine', 'choose_review_threshold',
-           'error_dict']
+__all__ = ['MAX_THREADS_PER_CPU', 'DEFAULT_REVIEW_THRESHOLD', 'Settings', 'ModelError', 'ModelInfo', 'as_batch', 'Engine',
+           'choose_review_threshold', 'error_dict']
 
 # %% ../nbs/05_serving.ipynb #3c0b99ce
+MAX_THREADS_PER_CPU = 4  # FASHIONCAT_THREADS's bound, per CPU
 _ROOT = Path(__file__).resolve().parents[1] if '__file__' in globals() else Path.cwd().parent
 
 class Settings(BaseSettings):
     "The engine's settings, read from `FASHIONCAT_*` environment variables (the app adds its own: `app/core/config.py`)."
     model_config = SettingsConfigDict(env_prefix='FASHIONCAT_', extra='ignore', protected_namespaces=())
-    model_path:str = 'models/fashioncat-int8.onnx'  # ONNX file; relative paths are tried from the cwd, then the repo root
-    top_k:int = Field(3, ge=1)  # classes returned per image
+    model_path:str = Field('models/fashioncat-int8.onnx', min_length=1, pattern=r'\S')  # ONNX file (relative: cwd, then repo)
+    top_k:int = Field(3, ge=1, le=10)  # classes returned per image (the model has 10)
     review_threshold:float|None = Field(None, ge=0, le=1)  # confidence below it => needs_review; None: the model's metadata, else 0.6
-    max_bytes:int = Field(MAX_BYTES, ge=1)  # largest accepted file
-    max_pixels:int = Field(MAX_PIXELS, ge=1)  # largest accepted width x height (decompression bombs)
+    max_bytes:int = Field(MAX_BYTES, ge=1, le=2**30)  # largest accepted file
+    max_pixels:int = Field(MAX_PIXELS, ge=1, le=400_000_000)  # largest accepted width x height (decompression bombs)
     threads:int = Field(1, ge=0)  # ONNX Runtime intra-op threads per inference (0: ONNX Runtime's default)
 
+    @field_validator('threads')
+    @classmethod
+    def _threads(cls, v:int)->int:
+        "At most `MAX_THREADS_PER_CPU` threads per CPU: more only waste memory and slow the shutdown."
+        most = (os.cpu_count() or 1)*MAX_THREADS_PER_CPU
+        if v > most: raise ValueError(f'at most {most} ({MAX_THREADS_PER_CPU} per CPU) threads; 0 lets ONNX Runtime choose')
+        return v
     def resolved_model_path(self)->Path:
         "The model file: as given if absolute or found from the cwd, else relative to the repository root."
         p = Path(self.model_path).expanduser()

@@ -24,6 +24,7 @@ LOAD = "bench/results/load_test.json"  # make load-test (one worker, UI mounted;
 LOAD_EPYC = "bench/results/load_test_amd-epyc.json"  # the same on an AMD EPYC
 LOAD_2W = "bench/results/load_test_2workers.json"  # two workers, API only
 BIG = "bench/results/big_photos_amd-epyc.json"  # bench/big_photos.py
+SWAP = "bench/results/swap_load.json"  # bench/swap_load.py: hot swaps under load
 RETRAIN = "bench/results/retrain_amd-epyc.json"  # bench/bench_retrain.py (a retrain from corrections, AMD EPYC)
 
 
@@ -80,6 +81,7 @@ def _load(kind: str):
 
 
 # name -> (JSON file, value -> text). Names say what the figure is; the file says where it was measured.
+REVIEW = "bench/results/review_workflow.json"
 FIGURES = {
     # the served model on the test set (fashioncat_evaluate)
     "accuracy_int8": (METRICS, lambda d: pct(d["accuracy"])),
@@ -114,6 +116,21 @@ FIGURES = {
     **{k: (LOAD, f) for k, f in _load("load").items()},
     **{k: (LOAD_EPYC, f) for k, f in _load("epyc").items()},
     **{k: (LOAD_2W, f) for k, f in _load("workers2").items()},
+    # the review workflow in a browser (bench/review_workflow.py)
+    "review_process_n": (REVIEW, lambda d: str(d["processing"]["photos"])),
+    "review_process_s": (REVIEW, lambda d: f"{d['processing']['server_processing_s']:.1f} s"),
+    "review_all_rows_s": (REVIEW, lambda d: f"{d['processing']['upload_to_all_rows_s']:.1f} s"),
+    "review_n": (REVIEW, lambda d: str(d["review"]["photos"])),
+    "review_to_export_s": (REVIEW, lambda d: f"{d['review']['upload_to_export_s']:.1f} s"),
+    "review_keys": (REVIEW, lambda d: str(d["review"]["keys"])),
+    "review_key_p95": (REVIEW, lambda d: ms(d["review"]["key_latency"]["p95_ms"])),
+    "review_key_max": (REVIEW, lambda d: ms(d["review"]["key_latency"]["max_ms"])),
+    "review_save_p95": (REVIEW, lambda d: ms(d["review"]["save_latency"]["p95_ms"])),
+    "review_accuracy": (
+        REVIEW,
+        lambda d: f"{pct(d['review']['accuracy_model'], 1)} → {pct(d['review']['accuracy_final'], 1)}",
+    ),
+    "review_load": (REVIEW, lambda d: f"{d['machine']['load_avg_1m_at_start']:.1f}"),
     # big photos at once (bench/big_photos.py)
     "big_photo": (BIG, lambda d: d["photo"].split(",")[0]),
     "big_n": (BIG, lambda d: str(d["n"])),
@@ -121,6 +138,13 @@ FIGURES = {
     "big_peak_rss": (BIG, lambda d: f"{d['peak_rss_mb']:,} MB"),
     "big_rss_after": (BIG, lambda d: f"{d['rss_after_mb']:,} MB"),
     "big_wall": (BIG, lambda d: f"{d['wall_s']:.1f} s"),
+    # hot swaps under load (bench/swap_load.py)
+    "swap_date": (SWAP, lambda d: d["date"]),
+    "swap_n": (SWAP, lambda d: str(len(d["swaps"]))),
+    "swap_load_s": (SWAP, lambda d: f"{sorted(s['load_s'] for s in d['swaps'])[len(d['swaps']) // 2]:.2f} s"),
+    "swap_failed": (SWAP, lambda d: f"{d['swapping']['failed']} / {d['swapping']['requests']:,}"),
+    "swap_p95": (SWAP, lambda d: ms(d["swapping"]["p95_ms"])),
+    "swap_steady_p95": (SWAP, lambda d: ms(d["steady"]["p95_ms"])),
     # a retrain from corrections (bench/bench_retrain.py): measured epochs, and the machine-alone estimate
     "retrain_epochs_measured": (RETRAIN, lambda d: str(d["epochs"])),
     "retrain_epoch_cpu": (RETRAIN, lambda d: f"{d['cpu_seconds']['finetune'] / d['epochs']:.0f} s"),

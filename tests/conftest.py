@@ -2,6 +2,7 @@
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,12 @@ if str(ROOT) not in sys.path:  # `app` is a plain folder at the root, not an ins
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# `app.main` builds the app on import, with the UI: it wants a data folder and accounts, or the UI's login off (as
+# `make serve` on 127.0.0.1 has it); the tests' servers all bind 127.0.0.1
+os.environ.setdefault("FASHIONCAT_DATA_DIR", tempfile.mkdtemp(prefix="fashioncat-tests-"))
+os.environ.setdefault("FASHIONCAT_UI_AUTH", "off")
+# tests serve the model they name: an installation's models/current (a promoted version) must not stand in for it
+os.environ.setdefault("FASHIONCAT_MODELS_DIR", str(ROOT / "tests" / "no-model-versions"))
 
 
 @pytest.fixture(scope="session")

@@ -90,10 +90,12 @@ def test_bench_training_times_each_precision_training_would_use():
 def test_big_photos_reports_the_servers_peak_memory(tmp_path):
     "bench/big_photos.py: every photo answered, and a peak RSS at least the idle one (the figures are not checked)."
     out = tmp_path / "big.json"
-    cmd = [sys.executable, "bench/big_photos.py", "--n", "3", "--width", "2600", "--height", "2000", "--json", str(out)]
+    cmd = [sys.executable, "bench/big_photos.py", "--n", "3", "--bursts", "1", "--batches", "2", "--batch-mb", "2"]
+    cmd += ["--width", "2600", "--height", "2000", "--json", str(out)]
     r = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(out.read_text())
     assert (res["n"], res["statuses"], res["errors"], res["malloc_arena_max"]) == (3, [200], [], 2), res
     assert res["peak_rss_mb"] >= res["idle_rss_mb"] > 50, res
-    assert "3 x 2600x2000 RGBA PNG" in r.stdout and "peak" in r.stdout
+    assert "3 x 2600x2000 RGBA PNG" in r.stdout and "peak" in r.stdout and "small requests p95" in r.stdout
+    assert res["json_batches"]["statuses"] == {"200": 2} and res["ready_after"] == 200, res

@@ -14,7 +14,6 @@ from fastapi import Request
 from fashioncat.serving import Engine
 
 from ..core.config import Settings
-
 from ..core.errors import RequestError
 
 API_KEY_PARAM = {  # the OpenAPI parameter FastAPI wrote for `x_api_key: str | None = Header(None, description=...)`

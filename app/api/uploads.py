@@ -21,7 +21,6 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from fashioncat.photos import ServingError, too_large
 
 from ..core.config import Settings
-
 from ..core.errors import RequestError
 
 _OVERHEAD = 64 * 1024  # multipart headers and JSON around the image
@@ -31,6 +30,7 @@ _FILE_PART = re.compile(  # the one part: the "file" field with a plain ASCII fi
     rb'(?i:content-disposition):[ \t]*form-data;[ \t]*name="file";[ \t]*filename="([\x20\x21\x23-\x5b\x5d-\x7e]+)"\r\n'
     rb"(?:(?i:content-type):[ \t]*[!-~][ -~]*\r\n)?\r\n"
 )
+FILENAME_MAX = 1024  # characters in a file name, on every route and in both body shapes
 _HOW = 'send multipart/form-data with the image in a "{field}" file field, or JSON {json_shape}'
 
 
@@ -73,9 +73,27 @@ def _b64(s, what: str, max_bytes: int) -> bytes:
 
 
 def _filename(name, what: str) -> str | None:
-    if name is not None and not isinstance(name, str):
+    "The file name as given, checked: a string of at most `FILENAME_MAX` characters that encodes as UTF-8."
+    if name is None:
+        return None
+    if not isinstance(name, str):
         raise RequestError(f"{what} must be a string (the image's file name), or left out; got {type(name).__name__}")
+    if len(name) > FILENAME_MAX:
+        raise RequestError(
+            f"{what} is {len(name):,} characters long; the limit is {FILENAME_MAX:,}", 400, "filename_too_long"
+        )
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError as e:  # a lone surrogate ("\ud800") from a JSON escape: not a character
+        raise RequestError(f"{what} is not valid Unicode text ({e.reason} at position {e.start})") from e
     return name
+
+
+def _shown(name) -> str | None:
+    "A refused file name as a batch item's error entry may echo it: valid text, cut to `FILENAME_MAX`, else None."
+    if not isinstance(name, str):
+        return None
+    return name.encode("utf-8", "replace").decode("utf-8")[:FILENAME_MAX]
 
 
 async def _form(request: Request, stream: AsyncIterator[bytes], max_files: int, too_many: RequestError):
@@ -88,7 +106,8 @@ async def _form(request: Request, stream: AsyncIterator[bytes], max_files: int, 
             raise RequestError(
                 f"more than {max_files} text fields in one form; send the images as file parts, with no other fields"
             ) from e
-        raise RequestError(f"malformed multipart body: {e.message}") from e
+        hint = " (a part header over 4 KB, such as a very long file name, is refused)" if "Invalid" in e.message else ""
+        raise RequestError(f"malformed multipart body: {e.message}{hint}") from e
 
 
 async def _json(request: Request, limit: int):
@@ -97,6 +116,10 @@ async def _json(request: Request, limit: int):
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RequestError(f"the body is not valid JSON ({e})") from e
+    except ValueError as e:  # an integer of more than sys.get_int_max_str_digits() digits (CVE-2020-10735's guard)
+        raise RequestError(
+            f"the JSON body holds a number too large to read ({e}); send numbers as ordinary values"
+        ) from e
     except RecursionError as e:
         raise RequestError("the JSON body is nested too deeply; send a flat object or list") from e
 
@@ -121,7 +144,7 @@ def single_file(body: bytes, content_type: str) -> tuple[str, bytes] | None:
     if not body.startswith(dash + b"\r\n"):
         return None
     part = _FILE_PART.match(body, len(dash) + 2)
-    if part is None:
+    if part is None or len(part.group(1)) > FILENAME_MAX:  # a long name: the general parser's limits and answers
         return None
     end = body.find(b"\r\n" + dash, part.end())
     if end < 0 or body[end + 2 + len(dash) :] not in (b"--", b"--\r\n"):  # a second part, or no closing boundary
@@ -133,15 +156,20 @@ async def _body_stream(body: bytes) -> AsyncIterator[bytes]:
     yield body
 
 
-def _media(request: Request) -> str:
+def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def single_limit(s: Settings) -> int:
+    "The largest /predict body: one image, base64 in JSON, with the multipart or JSON around it."
+    return s.max_bytes * 4 // 3 + _OVERHEAD
 
 
 async def read_one(request: Request, s: Settings) -> tuple[str | None, bytes]:
     "The (filename, bytes) of the single image in a /predict request."
     how = _HOW.format(field="file", json_shape='{"image_base64": "..."}')
     one = RequestError('/predict takes one image, in one "file" field; send several images to /predict/batch')
-    media, limit = _media(request), s.max_bytes * 4 // 3 + _OVERHEAD
+    media, limit = media_type(request), single_limit(s)
     _check_length(request, limit)
     if media == "multipart/form-data":
         cl = request.headers.get("content-length", "")
@@ -151,7 +179,7 @@ async def read_one(request: Request, s: Settings) -> tuple[str | None, bytes]:
             if found is not None:
                 if len(found[1]) > s.max_bytes:
                     raise too_large(len(found[1]), s.max_bytes)
-                return found
+                return _filename(found[0], "the file name"), found[1]
             form = await _form(request, _body_stream(body), 4, one)
         else:
             form = await _form(request, _limited(request, limit), 4, one)
@@ -160,7 +188,8 @@ async def read_one(request: Request, s: Settings) -> tuple[str | None, bytes]:
             raise RequestError(f'no "file" field (got {sorted(form.keys())}); {how}')
         if len(parts) > 1:
             raise one
-        return getattr(parts[0], "filename", None), await _part_bytes(parts[0], s.max_bytes)
+        name = _filename(getattr(parts[0], "filename", None), "the file name")
+        return name, await _part_bytes(parts[0], s.max_bytes)
     if media == "application/json":
         obj = await _json(request, limit)
         if not isinstance(obj, dict) or "image_base64" not in obj:
@@ -175,7 +204,7 @@ async def read_many(request: Request, s: Settings) -> list[tuple[str | None, byt
     too_many = RequestError(
         f"more than {s.max_batch} images in one batch; split it into several requests", 413, "too_many_images"
     )
-    media, limit = _media(request), s.max_batch_bytes
+    media, limit = media_type(request), s.max_batch_bytes
     _check_length(request, limit)
     items: list[tuple[str | None, bytes | Exception]] = []
     if media == "multipart/form-data":
@@ -184,10 +213,12 @@ async def read_many(request: Request, s: Settings) -> list[tuple[str | None, byt
         if not parts and form:
             raise RequestError(f'no "files" fields (got {sorted(form.keys())}); {how}')
         for part in parts[: s.max_batch + 1]:
+            name = getattr(part, "filename", None)
             try:
-                items.append((getattr(part, "filename", None), await _part_bytes(part, s.max_bytes)))
+                name = _filename(name, "the file name")
+                items.append((name, await _part_bytes(part, s.max_bytes)))
             except Exception as e:  # noqa: BLE001 - reported as this item's error
-                items.append((getattr(part, "filename", None), e))
+                items.append((_shown(name), e))
     elif media == "application/json":
         obj = await _json(request, limit)
         images = obj.get("images") if isinstance(obj, dict) else obj
@@ -199,7 +230,7 @@ async def read_many(request: Request, s: Settings) -> list[tuple[str | None, byt
                 name = _filename(name, f"images[{i}].filename")
                 items.append((name, _b64(data, f"images[{i}].image_base64", s.max_bytes)))
             except ServingError as e:
-                items.append((name if isinstance(name, str) else None, e))
+                items.append((_shown(name), e))
     else:
         raise RequestError(f"unsupported content type {media or 'none'!r}; {how}", 415, "unsupported_media_type")
     if not items:

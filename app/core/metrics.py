@@ -112,9 +112,42 @@ class Metrics:
             registry=r,
             multiprocess_mode="max",
         )
-        self.feedback = Counter(
-            "fashioncat_feedback_total", "Corrections made in the UI, by corrected category", ["category"], registry=r
+        self.overloaded = Counter(
+            "fashioncat_overloaded_total",
+            "Requests (stage=body) and images (stage=decode) refused with 503: the memory budget was taken",
+            ["stage"],
+            registry=r,
         )
+        self.model_swaps = Counter(
+            "fashioncat_model_swaps_total", "Model version swaps, by outcome (ok, failed)", ["outcome"], registry=r
+        )
+        # shadow mode (app/core/shadow.py): per champion category, requests compared and those the shadow agreed on
+        self.shadow_compared = Counter(
+            "fashioncat_shadow_compared_total",
+            "Images the shadow model also categorised, by shadow version and the served model's category",
+            ["version", "category"],
+            registry=r,
+        )
+        self.shadow_agreed = Counter(
+            "fashioncat_shadow_agreed_total",
+            "Images on which the shadow model chose the served model's category, by shadow version and category",
+            ["version", "category"],
+            registry=r,
+        )
+        self.shadow_latency = Histogram(
+            "fashioncat_shadow_latency_seconds",
+            "ONNX Runtime time per batch of the shadow model",
+            ["version"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=r,
+        )
+        self.shadow_dropped = Counter(
+            "fashioncat_shadow_dropped_total",
+            "Requests sampled for the shadow model but dropped because its queue was full",
+            ["version"],
+            registry=r,
+        )
+        self.stored = []  # collectors of figures read from the stores at scrape time (app/ui/workflow.py)
 
     def render(self) -> tuple[bytes, str]:
         "The exposition text of every metric (of every worker, in multiprocess mode), and its content type."
@@ -124,6 +157,8 @@ class Metrics:
         self.forget_dead_workers()
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=self.multiproc_dir)
+        for c in self.stored:  # one store for all workers: read once, not summed
+            registry.register(c)
         return generate_latest(registry), CONTENT_TYPE_LATEST
 
     def sample_process(self) -> None:

@@ -10,7 +10,9 @@ import numpy as np
 from fashioncat.photos import ServingError, photo_view
 from fashioncat.serving import Engine, error_dict
 
+from .admission import BUDGET, Overloaded, decode_cost
 from .metrics import Metrics
+from .shadow import Shadow
 
 INLINE_MAX_BYTES = 32 * 1024  # a PNG at most this large ...
 INLINE_MAX_PIXELS = 64 * 64  # ... whose header says at most this many pixels takes under 1 ms (<= 0.45 ms + the model)
@@ -28,10 +30,16 @@ def inline_ok(data: bytes) -> bool:
 
 
 def categorise(
-    engine: Engine, metrics: Metrics, items: list[tuple[str | None, bytes | Exception]], *, errors: str = "return"
+    engine: Engine,
+    metrics: Metrics,
+    items: list[tuple[str | None, bytes | Exception]],
+    *,
+    errors: str = "return",
+    shadow: Shadow | None = None,
 ) -> list[dict]:
     """One result per `(filename, data)` item, in order; with `errors='raise'` the first bad input raises its
-    `ServingError`. Results carry `image` (bytes, width, height) and `view` (the 28x28 uint8 model input)."""
+    `ServingError`. Results carry `image` (bytes, width, height) and `view` (the 28x28 uint8 model input). With a
+    `shadow`, the batch may also be queued for the shadow model (app/core/shadow.py), which never delays the answer."""
     out: list[dict | None] = []
     views: list[np.ndarray] = []
     meta: list[dict] = []
@@ -39,7 +47,13 @@ def categorise(
         try:
             if isinstance(data, Exception):
                 raise data
-            view, (w, h) = photo_view(data, engine.max_bytes, engine.max_pixels)
+            cost = 0 if inline_ok(data) else decode_cost(data, engine.max_pixels)
+            try:
+                with BUDGET.held(cost, "decoding this image"):  # the memory budget first, then the decode
+                    view, (w, h) = photo_view(data, engine.max_bytes, engine.max_pixels)
+            except Overloaded:
+                metrics.overloaded.labels("decode").inc()
+                raise
             views.append(view)
             meta.append({"filename": name, "image": {"bytes": len(data), "width": w, "height": h}})
             out.append(None)
@@ -49,8 +63,11 @@ def categorise(
             out.append({"filename": name, **error_dict(e)})
     if views:
         t0 = time.perf_counter()
-        probs = engine.predict(np.stack(views))
+        batch = np.stack(views)
+        probs = engine.predict(batch)
         metrics.inference_latency.observe(time.perf_counter() - t0)
+        if shadow is not None:
+            shadow.offer(batch, probs.argmax(1))
         metrics.batch_size.observe(len(views))
         it = iter(zip(probs, views, meta))
         for i, r in enumerate(out):

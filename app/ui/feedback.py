@@ -1,7 +1,7 @@
 """The feedback store: corrections made in the UI, in SQLite under `FASHIONCAT_DATA_DIR`, exportable as CSV.
 
 Each row keeps the original image, the 28x28 view the model saw, the model's answer and confidence, the category
-the merchandiser chose and the time. One correction per image: a later one of the same image (same bytes) replaces it. The CSV carries the view as 784 pixel values, so the next training run can use
+the merchandiser chose, who chose it and the time. One correction per image: a later one of the same image (same bytes) replaces it. The CSV carries the view as 784 pixel values, so the next training run can use
 the corrections as labelled examples without re-running the preprocessing (see README, "Serving").
 """
 
@@ -17,6 +17,8 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
+from fashioncat.batch import csv_safe  # one rule for formula-like cells, shared with fashioncat_predict
+
 _SCHEMA = """CREATE TABLE IF NOT EXISTS feedback (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     created_at TEXT NOT NULL,
@@ -28,10 +30,10 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS feedback (
     confidence REAL NOT NULL,
     chosen TEXT NOT NULL,
     chosen_index INTEGER NOT NULL,
-    model_version TEXT NOT NULL
+    model_version TEXT NOT NULL,
+    reviewer TEXT NOT NULL DEFAULT ''
 )"""
 _INDEX = "CREATE INDEX IF NOT EXISTS feedback_image_sha256 ON feedback (image_sha256)"  # added to older files too
-_FORMULA = ("=", "+", "-", "@", "\t", "\r")  # a cell starting so is a formula to Excel and LibreOffice
 _ROW_COLUMNS = [
     "id",
     "created_at",
@@ -42,9 +44,12 @@ _ROW_COLUMNS = [
     "chosen",
     "chosen_index",
     "model_version",
+    "reviewer",
 ]
 # training (fashioncat.data.read_feedback) reads `chosen_index` and `pixels` by name; `chosen_ru` is for people
 CSV_COLUMNS = [*_ROW_COLUMNS[:7], "chosen_ru", *_ROW_COLUMNS[7:], "pixels"]
+_INSERT = ("INSERT INTO feedback (created_at, filename, image_sha256, image, view_png, predicted, confidence, chosen,"
+           " chosen_index, model_version, reviewer) VALUES (?,?,?,?,?,?,?,?,?,?,?)")  # fmt: skip
 
 
 class Saved(NamedTuple):
@@ -54,9 +59,31 @@ class Saved(NamedTuple):
     replaced: str | None
 
 
-def _text_cell(s: str | None) -> str | None:
-    "A user-supplied text as a CSV cell that a spreadsheet shows as text, never runs as a formula (OWASP's advice)."
-    return "'" + s if s and s.startswith(_FORMULA) else s
+def put(
+    db: sqlite3.Connection,
+    *,
+    image: bytes,
+    view_png: bytes,
+    filename: str | None,
+    predicted: str,
+    confidence: float,
+    chosen: str,
+    chosen_index: int,
+    model_version: str,
+    reviewer: str = "",
+) -> Saved:
+    "Store one correction in the open transaction of `db`, replacing any earlier one of the same image."
+    sha = hashlib.sha256(image).hexdigest()
+    old = db.execute("SELECT chosen FROM feedback WHERE image_sha256 = ? ORDER BY id DESC", (sha,)).fetchone()
+    db.execute("DELETE FROM feedback WHERE image_sha256 = ?", (sha,))
+    row = (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), filename, sha, image, view_png, predicted,
+           float(confidence), chosen, int(chosen_index), model_version, reviewer)  # fmt: skip
+    return Saved(int(db.execute(_INSERT, row).lastrowid), old[0] if old else None)
+
+
+def drop(db: sqlite3.Connection, image: bytes) -> int:
+    "Remove the correction of an image (an undone one) in the open transaction of `db`; how many rows went."
+    return db.execute("DELETE FROM feedback WHERE image_sha256 = ?", (hashlib.sha256(image).hexdigest(),)).rowcount
 
 
 class FeedbackStore:
@@ -69,28 +96,22 @@ class FeedbackStore:
         with self._connect() as db:
             db.execute(_SCHEMA)
             db.execute(_INDEX)
+            if "reviewer" not in {r[1] for r in db.execute("PRAGMA table_info(feedback)")}:  # a file from before
+                db.execute("ALTER TABLE feedback ADD COLUMN reviewer TEXT NOT NULL DEFAULT ''")
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=10)
 
     def add(self, *, image: bytes, view: np.ndarray, filename: str | None, predicted: str, confidence: float,
-            chosen: str, chosen_index: int, model_version: str) -> Saved:  # fmt: skip
+            chosen: str, chosen_index: int, model_version: str, reviewer: str = "") -> Saved:  # fmt: skip
         "Store one correction, replacing any earlier one of the same image (in one transaction)."
         buf = io.BytesIO()
         Image.fromarray(np.asarray(view, np.uint8)).save(buf, "PNG")
-        sha = hashlib.sha256(image).hexdigest()
-        row = (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), filename, sha, image, buf.getvalue(), predicted,
-               float(confidence), chosen, int(chosen_index), model_version)  # fmt: skip
         with self._lock, self._connect() as db:  # the lock orders this process's threads, IMMEDIATE other processes
             db.execute("BEGIN IMMEDIATE")
-            old = db.execute("SELECT chosen FROM feedback WHERE image_sha256 = ? ORDER BY id DESC", (sha,)).fetchone()
-            db.execute("DELETE FROM feedback WHERE image_sha256 = ?", (sha,))
-            cur = db.execute(
-                "INSERT INTO feedback (created_at, filename, image_sha256, image, view_png, predicted, confidence, chosen,"
-                " chosen_index, model_version) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                row,
-            )
-            return Saved(int(cur.lastrowid), old[0] if old else None)
+            return put(db, image=image, view_png=buf.getvalue(), filename=filename, predicted=predicted,
+                       confidence=confidence, chosen=chosen, chosen_index=chosen_index, model_version=model_version,
+                       reviewer=reviewer)  # fmt: skip
 
     def count(self) -> int:
         with self._connect() as db:
@@ -98,7 +119,7 @@ class FeedbackStore:
 
     def rows(self, limit: int | None = None, pixels: bool = False) -> list[dict]:
         "The corrections, newest first; with `pixels`, the 28x28 view as 784 space-separated values."
-        q = "SELECT id, created_at, filename, image_sha256, predicted, confidence, chosen, chosen_index, model_version, view_png FROM feedback ORDER BY id DESC"
+        q = f"SELECT {', '.join(_ROW_COLUMNS)}, view_png FROM feedback ORDER BY id DESC"
         with self._connect() as db:
             cur = db.execute(q + (f" LIMIT {int(limit)}" if limit else ""))
             out = []
@@ -114,10 +135,31 @@ class FeedbackStore:
         that Excel reads it as UTF-8; `chosen_ru` is the chosen category's Russian name from `names_ru` (English: Russian)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="", encoding="utf-8-sig") as f:
+        tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")  # written whole, then swapped in
+        with open(tmp, "w", newline="", encoding="utf-8-sig") as f:
             w = csv.DictWriter(f, CSV_COLUMNS)
             w.writeheader()
             for r in reversed(self.rows(pixels=True)):
                 ru = (names_ru or {}).get(r["chosen"], "")
-                w.writerow({**r, "filename": _text_cell(r["filename"]), "chosen_ru": ru})
+                w.writerow({**r, "filename": csv_safe(r["filename"]), "chosen_ru": ru})
+        tmp.replace(path)
         return path
+
+
+def open_store(path: str | Path) -> tuple[FeedbackStore | None, str]:
+    """The store at `path` checked for use (its folder writable, the file a database of this schema, writes allowed),
+    or None and why not: the UI reports it, the API does not depend on it."""
+    try:
+        store = FeedbackStore(path)
+        with store._connect() as db:
+            cols = {r[1] for r in db.execute("PRAGMA table_info(feedback)")}
+            missing = set(_ROW_COLUMNS) - cols
+            if missing:
+                return None, f"{store.path} has a feedback table without {sorted(missing)}: not this app's database"
+            if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                return None, f"{store.path} is damaged (PRAGMA quick_check)"
+            db.execute("BEGIN IMMEDIATE")  # takes the write lock: fails on a read-only file or folder
+            db.rollback()
+        return store, ""
+    except (OSError, sqlite3.Error) as e:
+        return None, f"the corrections database {Path(path)} cannot be used: {type(e).__name__}: {e}"

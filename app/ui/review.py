@@ -1,17 +1,20 @@
 """The merchandisers' UI (Gradio, Russian), mounted on /ui of the API app and sharing its engine and feedback store.
 
-Upload one photo or many; each gets the photo, the 28x28 view the model saw, the top 3 with bars and a visible
-"needs review" mark, failed and doubtful photos first. A wrong answer is corrected with one click on the right category
-(the row's data is kept in the user's session); corrections are listed, and downloadable as CSV, on the second tab.
-`categorise` and `correct` are also API endpoints (gradio_client); `correct` finds a result by id in a cache.
+"Проверка партий": an upload becomes a stored batch (app/ui/workflow.py), processed in the background and reviewed in
+a keyboard-driven queue drawn by the page's own script (app/ui/queue.js, over the JSON routes of app/ui/queue_routes.py).
+"Отдельные фото": upload one photo or many; each gets the photo, the 28x28 view the model saw, the top 3 with bars and
+a visible "needs review" mark, failed and doubtful photos first. A wrong answer is corrected with one click on the
+right category (the row's data is kept in the user's session); corrections are listed, and downloadable as CSV, on
+"Исправления". `categorise` and `correct` are also API endpoints (gradio_client); `correct` finds a result by id in a
+cache.
 """
 
 import functools
 import hashlib
 import re
-import time
 import uuid
 from collections import OrderedDict
+from datetime import datetime
 from pathlib import Path
 
 import gradio as gr
@@ -23,11 +26,12 @@ from starlette.routing import Mount
 from fashioncat.photos import too_large
 from fashioncat.serving import Engine
 
+from ..core.auth import ui_auth
 from ..core.config import Settings
-
-from .feedback import FeedbackStore
 from ..core.logs import app_log
 from ..core.service import categorise as run_categorise
+from .feedback import FeedbackStore
+from .workflow import reviewer_of
 
 EXAMPLES_DIR = Path(__file__).parents[1] / "examples"
 # results kept for the API's `correct` (id -> upload path, view, answer); the UI's rows keep their own, in the session
@@ -41,7 +45,29 @@ QUEUE_POLL_S, PROGRESS_POLL_S = 0.02, 0.1
 _CSS = """
 .fc-review {color: #b45309; font-weight: 600}
 .fc-ok {color: #15803d; font-weight: 600}
+#fc-queue {min-height: 100vh}  /* tall enough to scroll the queue to the top of the screen */
+.fc-top {display: flex; gap: 1.5em; align-items: baseline; flex-wrap: wrap}
+.fc-top input {padding: 2px 6px; border: 1px solid #bbb; border-radius: 4px}
+.fc-bar {display: flex; gap: .6em; align-items: center; flex-wrap: wrap; margin: .4em 0}
+.fc-bar button, .fc-pager button {padding: 2px 10px; border: 1px solid #bbb; border-radius: 4px}
+.fc-bar button.fc-on {background: #1d4ed8; color: white; border-color: #1d4ed8}
+.fc-bar a {text-decoration: underline}
+.fc-msg {min-height: 1.4em; font-weight: 600}
+.fc-table {width: 100%; border-collapse: collapse; font-size: 14px}
+.fc-table td, .fc-table th {padding: 1px 6px; border-bottom: 1px solid #e5e7eb; text-align: left; vertical-align: middle}
+.fc-table tr.fc-cur {background: #dbeafe; outline: 2px solid #1d4ed8}
+.fc-table img {width: 40px; height: 40px; object-fit: contain; background: white; display: block}
+.fc-file {max-width: 16em; overflow: hidden; text-overflow: ellipsis; white-space: nowrap}
+.fc-flag {color: #b45309; font-size: 12px; white-space: nowrap}
+.fc-audit {color: #7c3aed}
+.fc-err {color: #b91c1c}
+.fc-corrected b, .fc-not_a_product b {color: #b45309}
+.fc-confirmed b {color: #15803d}
+.fc-keys {font-size: 12px; color: #555; margin-top: .4em}
+.fc-pager {margin-top: .3em}
 """
+_JS = (Path(__file__).parent / "queue.js").read_text()
+_BLANK = np.full((32, 32, 3), 235, np.uint8)  # in a failed row, where the photo would be
 
 
 def _label(engine: Engine, i: int) -> str:
@@ -115,6 +141,12 @@ def _example_hashes() -> frozenset[str]:
     return frozenset(hashlib.sha256(p.read_bytes()).hexdigest() for p in EXAMPLES_DIR.glob("*.png"))
 
 
+def _example_caption(engine: Engine, path: str) -> str:
+    "An example's caption: the Russian name of its class (the file is named '<class index>_<name>.png')."
+    i = int(Path(path).stem.split("_", 1)[0])
+    return engine.classes_ru[i] if i < len(engine.classes_ru) else Path(path).stem
+
+
 def _refusal(message: str) -> gr.Error:
     "An expected refusal, shown to the merchandiser; not a server fault, so no traceback in the server's log."
     return gr.Error(message, title="Ошибка", print_exception=False)
@@ -136,18 +168,24 @@ class UI:
     def store(self) -> FeedbackStore:
         return self.app.state.feedback
 
+    def start_batch(self, files: list[str] | None, name: str | None, request: gr.Request) -> tuple[str, None]:
+        "Store the uploaded files as a new batch, processed in the background: (its id, the emptied file box)."
+        s: Settings = self.app.state.settings
+        files = _uploaded(files, s.batch_max_files)
+        if not files:
+            return "", None
+        raw = getattr(request, "request", None)
+        who = reviewer_of(raw, s.reviewer_header, name, getattr(request, "username", None))
+        pairs = [(Path(f).name, Path(f)) for f in files]
+        batch_id = self.app.state.workflow.start(pairs, who, error_ru=lambda r: _error_ru(r, s.max_bytes))
+        return batch_id, None  # the box emptied: the queue, not the file list, takes the screen
+
     def categorise(self, files: list[str] | None) -> tuple[list[dict], str, list[dict]]:
         "Categorise uploaded files: (items for display, a summary line, the results as JSON)."
-        files = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in (files or [])]
+        s: Settings = self.app.state.settings
+        files = _uploaded(files, s.max_batch)
         if not files:
             return [], "Загрузите одно или несколько фото товаров.", []
-        s: Settings = self.app.state.settings
-        if len(files) > s.max_batch:
-            raise _refusal(f"Слишком много фото за один раз: {len(files)}. Загрузите не больше {s.max_batch}.")
-        roots = [Path(get_upload_folder()).resolve(), EXAMPLES_DIR.resolve()]
-        for f in files:  # only what was uploaded (or an example): never another file of the server
-            if not any(Path(f).resolve().is_relative_to(root) for root in roots):
-                raise _refusal(f"Файл {Path(f).name!r} не был загружен: загрузите фото через форму.")
         items = [(Path(f).name, _read(Path(f), s.max_bytes)) for f in files]
         results = run_categorise(self.engine, self.app.state.metrics, items)
         shown, public = [], []
@@ -175,22 +213,28 @@ class UI:
             raise _refusal(f"Неизвестная категория: {category!r}")
         return i
 
-    def correct(self, item_id: str, category: str) -> str:
+    def _who(self, request: gr.Request | None) -> str:
+        s: Settings = self.app.state.settings
+        return reviewer_of(
+            getattr(request, "request", None), s.reviewer_header, None, getattr(request, "username", None)
+        )
+
+    def correct(self, item_id: str, category: str, request: gr.Request = None) -> str:
         """The API's correction of a result by its id (from `categorise`'s JSON), while the result is in the cache:
         `category` is an English name, a Russian one or the UI's 'Русское (English)' label, in any case."""
         i = self._index(category)
         item = self.recent.get(item_id)
         if item is None:
             raise _refusal(_STALE)
-        return self._save(item, i)
+        return self._save(item, i, self._who(request))
 
-    def correct_row(self, item: dict | None, category: str | None) -> str:
+    def correct_row(self, item: dict | None, category: str | None, request: gr.Request = None) -> str:
         """A result row's correction, from the row's own data in the session (not the shared cache); the row's status:
         what was saved, or, if nothing was, why (never a stale "Сохранено")."""
         try:
             if not item:
                 raise _refusal(_STALE)
-            return self._save(item, self._index(category))
+            return self._save(item, self._index(category), self._who(request))
         except gr.Error as e:
             return f"⚠ Не сохранено. {e.message}"
         except Exception as e:  # noqa: BLE001 - the upload gone, the database locked ...: the row says so, the log why
@@ -199,7 +243,7 @@ class UI:
                 "⚠ Не сохранено: ошибка на сервере. Выберите категорию ещё раз; если не выйдет — загрузите фото заново."
             )
 
-    def _save(self, item: dict, i: int) -> str:
+    def _save(self, item: dict, i: int, reviewer: str = "") -> str:
         "Store the correction of `item` to class `i` (replacing an earlier one of the same photo); the message."
         engine = self.engine
         image = Path(item["path"]).read_bytes()
@@ -216,8 +260,8 @@ class UI:
             chosen=engine.classes[i],
             chosen_index=i,
             model_version=engine.info.version,
+            reviewer=reviewer,
         )
-        self.app.state.metrics.feedback.labels(engine.classes[i]).inc()
         model = f"(модель: {_named(engine, item['predicted'])})"
         if saved.replaced is not None:
             return f"Исправление заменено: было {_named(engine, saved.replaced)}, теперь {_label(engine, i)} {model}."
@@ -228,7 +272,7 @@ class UI:
         engine, rows = self.engine, self.store.rows(limit=200)
         return [
             [
-                r["created_at"],
+                _local_time(r["created_at"]),
                 r["filename"],
                 _named(engine, r["predicted"]),
                 round(r["confidence"], 3),
@@ -239,8 +283,25 @@ class UI:
 
     def export_csv(self) -> str:
         "Every correction as CSV; the path of the file."
-        out = Path(self.app.state.settings.data_dir) / "exports" / f"feedback-{time.strftime('%Y%m%d-%H%M%S')}.csv"
+        out = Path(self.app.state.settings.data_dir) / "exports" / "feedback.csv"  # one file, replaced: none pile up
         return str(self.store.to_csv(out, dict(zip(self.engine.classes, self.engine.classes_ru))))
+
+
+def _local_time(utc: str) -> str:
+    "A stored UTC time ('2026-12-06T22:40:00Z') as the server's local time, as a person reads it."
+    return datetime.fromisoformat(utc).astimezone().strftime("%d.%m.%Y %H:%M:%S")
+
+
+def _uploaded(files: list | None, most: int) -> list[str]:
+    "The paths of uploaded files, refused if more than `most` or if one was not uploaded (nor an example)."
+    files = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in (files or [])]
+    if len(files) > most:
+        raise _refusal(f"Слишком много фото за один раз: {len(files)}. Загрузите не больше {most}.")
+    roots = [Path(get_upload_folder()).resolve(), EXAMPLES_DIR.resolve()]
+    for f in files:  # only what was uploaded (or an example): never another file of the server
+        if not any(Path(f).resolve().is_relative_to(root) for root in roots):
+            raise _refusal(f"Файл {Path(f).name!r} не был загружен: загрузите фото через форму.")
+    return files
 
 
 def _read(path: Path, max_bytes: int) -> bytes | Exception:
@@ -250,18 +311,12 @@ def _read(path: Path, max_bytes: int) -> bytes | Exception:
 
 
 def _review_md(r: dict, engine: Engine) -> str:
-    """The confidence against the review threshold: the confidence to one decimal, rounded towards its side of the
-    threshold (shown to two), so that a number shown "below" the threshold is below it."""
-    pct, thr = r["confidence"] * 100, round(engine.review_threshold * 100, 2)
-    shown = round(pct, 1)
-    if r["needs_review"] and shown >= thr:
-        shown = np.floor(pct * 10) / 10
-    elif not r["needs_review"] and shown < thr:
-        shown = np.ceil(pct * 10) / 10
-    conf, thr_txt = f"{shown:.1f}%", f"{thr:.2f}".rstrip("0").rstrip(".") + "%"
+    """Whether to check the answer, in plain words: the confidence as a whole percentage (rounded down, so that a
+    doubtful 99.6% never reads as 100%); the review threshold itself stays out of the merchandiser's way."""
+    conf = f"{int(r['confidence'] * 100)}%"
     if r["needs_review"]:
-        return f"<span class='fc-review'>⚠ Требует проверки</span>: уверенность {conf} ниже порога {thr_txt}"
-    return f"<span class='fc-ok'>✓ Уверенно</span>: {conf} (порог {thr_txt})"
+        return f"<span class='fc-review'>⚠ Требует проверки</span>: модель не уверена (уверенность {conf})"
+    return f"<span class='fc-ok'>✓ Уверенно</span>: уверенность {conf}"
 
 
 def build_ui(ui: UI) -> gr.Blocks:
@@ -271,20 +326,37 @@ def build_ui(ui: UI) -> gr.Blocks:
     with gr.Blocks(title="fashioncat — категории товаров") as demo:
         gr.Markdown(
             "# Категоризация товаров по фото\n"
-            "Загрузите фото товаров (PNG, JPEG, WebP, BMP, GIF, TIFF; можно сразу несколько): "
-            f"**до {s.max_batch} фото за раз, каждое не больше {_size_ru(s.max_bytes)}**. Для каждого фото — "
-            "что увидела модель (28×28), три самые вероятные категории и отметка, если ответ нужно проверить; "
-            "фото с ошибками и требующие проверки показаны первыми. "
-            "Если категория неверна, выберите правильную — исправление сохранится одним щелчком "
-            "(повторный выбор для того же фото заменяет прежний)."
+            f"Фото в форматах PNG, JPEG, WebP, BMP, GIF, TIFF, каждое не больше {_size_ru(s.max_bytes)}. "
+            f"**Проверка партий** — импорт целиком, до {s.batch_max_files} фото: модель определяет категории, вы "
+            "проверяете сомнительные с клавиатуры и скачиваете итог (CSV или Excel). "
+            f"**Отдельные фото** — до {s.max_batch} фото за раз, с подробностями по каждому."
         )
-        with gr.Tab("Распознавание"):
+        with gr.Tab("Проверка партий"):
+            batch_files = gr.File(
+                file_count="multiple", label="Фото партии (можно выбрать сразу сотни файлов)", height=110
+            )
+            reviewer, batch_id = gr.Textbox(visible=False), gr.Textbox(visible=False)
+            gr.HTML("", elem_id="fc-queue", js_on_load=None, padding=False)
+            batch_files.upload(
+                ui.start_batch,
+                inputs=[batch_files, reviewer],
+                outputs=[batch_id, batch_files],
+                js="(f, r) => [f, localStorage.getItem('fc-reviewer') || '']",  # the name the browser remembers
+                api_visibility="private",
+            ).then(None, inputs=[batch_id], js="(b) => { window.fcOpen(b); }")
+        with gr.Tab("Отдельные фото"):
+            gr.Markdown(
+                "Для каждого фото — что увидела модель (28×28), три самые вероятные категории и отметка, если ответ "
+                "нужно проверить; фото с ошибками и требующие проверки показаны первыми. "
+                "Если категория неверна, выберите правильную — исправление сохранится одним щелчком "
+                "(повторный выбор для того же фото заменяет прежний)."
+            )
             with gr.Row():  # no file_types: gradio would refuse the whole selection for one non-image; each fails alone
                 files = gr.File(file_count="multiple", label="Фото товаров", height=160)
             btn = gr.Button("Определить категории", variant="primary")
             with gr.Accordion("Примеры", open=False, visible=bool(examples)):
                 gallery = gr.Gallery(
-                    [(p, Path(p).stem.split("_", 1)[1]) for p in examples],
+                    [(p, _example_caption(ui.engine, p)) for p in examples],
                     label="Примеры из тестового набора Fashion-MNIST: щелчок заменяет загруженные фото и результаты "
                     "на пример; исправления примеров не сохраняются",
                     columns=10,
@@ -310,7 +382,9 @@ def build_ui(ui: UI) -> gr.Blocks:
                 choices = [_label(engine, i) for i in range(len(engine.classes))]
                 for r in shown:
                     with gr.Row(equal_height=False):
-                        gr.Image(r["path"], label=r.get("filename") or "фото", height=180, scale=1, buttons=[])
+                        # a file that is not a picture gets a blank one, not the browser's broken-image icon
+                        photo = _BLANK if "error" in r else r["path"]
+                        gr.Image(photo, label=r.get("filename") or "фото", height=180, scale=1, buttons=[])
                         if "error" in r:
                             gr.Markdown(f"**Не удалось распознать:** {_error_ru(r, s.max_bytes)}")
                             continue
@@ -346,9 +420,7 @@ def build_ui(ui: UI) -> gr.Blocks:
                 "CSV содержит и сами изображения 28×28 (столбец `pixels`) — так исправления попадают в следующее обучение."
             )
             refresh = gr.Button("Обновить")
-            table = gr.Dataframe(
-                headers=["Время (UTC)", "Файл", "Модель", "Уверенность", "Исправлено на"], interactive=False
-            )
+            table = gr.Dataframe(headers=["Время", "Файл", "Модель", "Уверенность", "Исправлено на"], interactive=False)
             download = gr.Button("Скачать CSV")
             csv_file = gr.File(label="CSV с исправлениями")
             refresh.click(ui.table, outputs=[table], api_name="feedback_table")
@@ -377,6 +449,10 @@ def gradio_app(app: FastAPI, path: str = "/ui"):
     carrier = FastAPI()
     carrier.user_middleware = app.user_middleware  # gradio's CORS middleware defers to the real parent's, if any
     blocks = build_ui(ui)
+    blocks.delete_cache = (
+        min(s.upload_max_age_s, 600),
+        s.upload_max_age_s,
+    )  # uploads go after FASHIONCAT_UPLOAD_MAX_AGE_S
     gr.mount_gradio_app(
         carrier,
         blocks,
@@ -387,6 +463,9 @@ def gradio_app(app: FastAPI, path: str = "/ui"):
         max_file_size=s.max_bytes,  # uploads over it are refused by gradio's /upload with 413
         footer_links=["api"],
         css=_CSS,
+        head=f"<script>{_JS}</script>",
+        auth=ui_auth(s),  # app/core/auth.py: Gradio's login guards the page and its API routes alike
+        auth_message="Войдите, чтобы проверять категории товаров.",
     )
     # `launch()` sets this; mounting does not, and without it gradio skips its check that a function's input files
     # were uploaded (processing_utils._check_allowed): any path a client names would be copied into the cache,

@@ -17,9 +17,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from app.core.config import Settings
 from app.core.logs import JSONFormatter
 from app.main import create_app
-from app.core.config import Settings
 from fashioncat.photos import PHOTO_KINDS, catalogue_photo, prepare
 from fashioncat.serving import Engine
 
@@ -207,8 +207,8 @@ def test_oversized_chunked_upload_is_refused_while_streaming(client):
 
 def test_oversized_image_is_refused_before_decoding(model_path, tmp_path, monkeypatch):
     "Over FASHIONCAT_MAX_BYTES, on every way in: 413 from the byte count, the image never opened."
-    import app.core.service
     import app.api.uploads
+    import app.core.service
 
     def never(*a, **kw):
         raise AssertionError("an oversized image was opened")

@@ -245,8 +245,8 @@ def test_ui_upload_limits(model_path, tmp_path, monkeypatch):
     from fastapi.testclient import TestClient
     from gradio.utils import get_upload_folder
 
-    from app.main import create_app
     from app.core.config import Settings
+    from app.main import create_app
 
     small, big = EXAMPLES[1], EXAMPLES[0]  # 9,367 and 42,326 bytes
     assert small.stat().st_size < 20_000 < big.stat().st_size
@@ -311,8 +311,8 @@ def test_ui_answers_503_while_starting_then_serves(model_path, tmp_path, monkeyp
     from fastapi.testclient import TestClient
 
     import app.ui.review
-    from app.main import create_app
     from app.core.config import Settings
+    from app.main import create_app
 
     gate, build = threading.Event(), app.ui.review.build_ui
     monkeypatch.setattr(app.ui.review, "build_ui", lambda ui: gate.wait(60) and build(ui))
@@ -469,8 +469,8 @@ def local(model_path, tmp_path_factory):
     "The app with its UI in this process (its state at hand, for the tests to change), through a TestClient."
     from fastapi.testclient import TestClient
 
-    from app.main import create_app
     from app.core.config import Settings
+    from app.main import create_app
 
     data_dir = tmp_path_factory.mktemp("ui-local")
     s = Settings(model_path=str(model_path), data_dir=str(data_dir), max_batch=7, max_bytes=3 * 2**20)
@@ -633,7 +633,7 @@ def test_ui_header_announces_the_limits(local):
     "The page says how many photos at once and how large each may be, from the settings."
     config = local.get("/ui/config").json()
     header = next(c["props"]["value"] for c in config["components"] if c["type"] == "markdown")
-    assert "до 7 фото за раз, каждое не больше 3 МБ" in header
+    assert "каждое не больше 3 МБ" in header and "до 7 фото за раз" in header and "до 2000 фото" in header
 
 
 def test_sizes_in_russian():
@@ -642,22 +642,14 @@ def test_sizes_in_russian():
     assert [_size_ru(n) for n in (10 * 2**20, 3 * 2**19, 20_000, 512)] == ["10 МБ", "1,5 МБ", "19,5 КБ", "512 байт"]
 
 
-def test_review_mark_never_reads_below_an_equal_threshold():
-    "With the review threshold at 0.9555, a confidence of 0.955 is not shown as '96% below 96%'."
+def test_review_mark_speaks_plainly():
+    "The mark says whether to check, with the confidence rounded down (99.6% doubtful never reads 100%), no threshold."
     from types import SimpleNamespace
 
     from app.ui.review import _review_md
 
     engine = SimpleNamespace(review_threshold=0.9555)
-    text = _review_md({"confidence": 0.955044, "needs_review": True}, engine)
-    assert text.endswith("Требует проверки</span>: уверенность 95.5% ниже порога 95.55%")
-    assert _review_md({"confidence": 0.95549, "needs_review": True}, engine).endswith("95.5% ниже порога 95.55%")
-    assert _review_md({"confidence": 0.9555, "needs_review": False}, engine).endswith(": 95.6% (порог 95.55%)")
-    engine = SimpleNamespace(review_threshold=0.956)  # one decimal would round these onto the wrong side of it
-    assert _review_md({"confidence": 0.9558, "needs_review": True}, engine).endswith(
-        ": уверенность 95.5% ниже порога 95.6%"
-    )
-    assert _review_md({"confidence": 0.9560, "needs_review": False}, engine).endswith(": 95.6% (порог 95.6%)")
-    assert _review_md({"confidence": 0.98, "needs_review": False}, SimpleNamespace(review_threshold=0.6)).endswith(
-        ": 98.0% (порог 60%)"
-    )
+    text = _review_md({"confidence": 0.996, "needs_review": True}, engine)
+    assert text.endswith("Требует проверки</span>: модель не уверена (уверенность 99%)") and "порог" not in text
+    text = _review_md({"confidence": 0.9555, "needs_review": False}, engine)
+    assert text.endswith("Уверенно</span>: уверенность 95%") and "порог" not in text

@@ -17,12 +17,16 @@ async def health():
 @router.head("/ready", include_in_schema=False)
 @router.get("/ready", summary="The model is loaded and warmed up", responses={503: {"description": "not ready yet"}})
 async def ready(request: Request):
-    "200 once the model is loaded and warmed; `ui` is the UI's state: loading, ready, disabled or failed."
+    """200 once the model is loaded and warmed; `ui` is the UI's state: loading, ready, disabled or failed; with the UI
+    on, `store` is "ok" or why its corrections database cannot be used (the API serves either way)."""
     engine = getattr(request.app.state, "engine", None)
     ui = ui_status(request.app)
     if engine is None or not getattr(engine, "ready", False):
         return JSONResponse({"ready": False, "ui": ui, "request_id": request.state.request_id}, status_code=503)
-    return {"ready": True, "model_version": engine.info.version, "ui": ui}
+    body = {"ready": True, "model_version": engine.info.version, "ui": ui}
+    if ui != "disabled":
+        body["store"] = request.app.state.feedback_problem or ("ok" if request.app.state.feedback else "opening")
+    return body
 
 
 @router.get("/model", summary="The served model: version, classes, review threshold and metrics")
