@@ -16,15 +16,15 @@ from .evaluation import Predictor, calibrate_folder, floor_gaps, write_report
 from .gate import apply_waivers, load_waivers
 from .quantization import ExportRejected, export_model
 from .models import read_config
+from .versions import current_version, set_current, _tell
 
 # %% auto #0
 __all__ = ['DEFAULT_TRACKING_URI', 'EXPERIMENT', 'MODEL_NAME', 'PIPELINE', 'STEP_KEYS', 'POST', 'TOLERANCE', 'VERSION_FILES',
            'RETRAIN', 'tracking_uri', 'mlflow_client', 'flat_params', 'epoch_metrics', 'log_training', 'check_pipeline',
            'load_pipeline', 'step_config', 'plan', 'plan_text', 'run_train', 'run_post', 'mcnemar', 'compare', 'losses',
-           'comparison_md', 'split_feedback', 'current_version', 'champion_paths', 'set_current', 'write_version',
-           'local_versions', 'register', 'fetch_version', 'candidate_gate', 'ship_files', 'promote', 'run_pipeline',
-           'pipeline_main', 'retrain_pipeline', 'retrain_main', 'versions_table', 'set_champion', 'adopt',
-           'registry_main']
+           'comparison_md', 'split_feedback', 'champion_paths', 'write_version', 'local_versions', 'register',
+           'fetch_version', 'candidate_gate', 'ship_files', 'promote', 'run_pipeline', 'pipeline_main',
+           'retrain_pipeline', 'retrain_main', 'versions_table', 'set_champion', 'adopt', 'registry_main']
 
 # %% ../nbs/06_pipeline.ipynb #791c55ce
 DEFAULT_TRACKING_URI, EXPERIMENT, MODEL_NAME = 'sqlite:///mlruns.db', 'fashioncat', 'fashioncat'
@@ -255,27 +255,11 @@ def split_feedback(paths:list, out:str|Path, holdout:float=0.2)->dict:
 VERSION_FILES = ('fashioncat-int8.onnx', 'fashioncat.onnx', 'export_report.json', 'metrics.json', 'comparison.json',
                  'comparison.md', 'version.json')
 
-def current_version(models:str|Path='models')->int|None:
-    "The champion's version number from `models/current`, or None when there is no pointer."
-    f = Path(models)/'current'
-    if not f.exists(): return None
-    v = f.read_text().strip()
-    if not v.isdigit() or not (Path(models)/'versions'/v).is_dir():
-        raise ValueError(f"{f}: {v!r} names no folder under {Path(models)/'versions'}")
-    return int(v)
-
 def champion_paths(models:str|Path='models')->tuple[Path, Path]:
     "The champion's int8 ONNX file and its weights folder: the current version's, else the committed model's."
     m = Path(models); v = current_version(m)
-    d = m/'versions'/str(v) if v is not None else m
+    d = m/'versions'/v if v is not None else m
     return d/'fashioncat-int8.onnx', d/'fashioncat'
-
-def set_current(models:str|Path, n:int):
-    "Point `models/current` at version `n`, atomically (a reader sees the old or the new number, never half a file)."
-    m = Path(models)
-    if not (m/'versions'/str(n)/'fashioncat-int8.onnx').exists():
-        raise FileNotFoundError(f"{m/'versions'/str(n)}: no such version folder")
-    tmp = m/'current.tmp'; tmp.write_text(f'{n}\n'); os.replace(tmp, m/'current')
 
 # %% ../nbs/06_pipeline.ipynb #21cad6b2
 def write_version(cand:str|Path, models:str|Path, n:int, info:dict)->Path:
@@ -366,7 +350,7 @@ def ship_files(cand:str|Path, models:str|Path='models', reports:str|Path='report
 def promote(cand:str|Path, n:int, models:str|Path='models', mlflow=None, info:dict|None=None,
             ship:bool=False, reports='reports/fashioncat')->Path:
     "Make candidate `cand` version `n` the champion: version folder, pointer, alias; the committed files with `ship`."
-    d = write_version(cand, models, n, info or {}); set_current(models, n)
+    d = write_version(cand, models, n, info or {}); set_current(models, str(n))
     if mlflow is not None: mlflow.MlflowClient().set_registered_model_alias(MODEL_NAME, 'champion', str(n))
     if ship: ship_files(cand, models, reports)
     return d
@@ -512,7 +496,7 @@ def versions_table(models:str|Path='models', aliases:dict|None=None)->list[dict]
         d = Path(models)/'versions'/str(n); v = json.loads((d/'version.json').read_text())
         g = json.loads((d/'comparison.json').read_text()) if (d/'comparison.json').exists() else {}
         names = sorted(a for a, k in (aliases or {}).items() if int(k) == n)
-        out.append(dict(version=n, current=n == cur, aliases=names,
+        out.append(dict(version=n, current=str(n) == cur, aliases=names,
                         accuracy=(v.get('metrics') or {}).get('accuracy'), sha256=v['sha256']['int8'][:12],
                         gate=g.get('passed')))
     return out
@@ -524,7 +508,7 @@ def set_champion(n:int, models:str|Path='models', mlflow=None, force:bool=False)
     g = json.loads((d/'comparison.json').read_text()) if (d/'comparison.json').exists() else {}
     if not force and g.get('passed') is False:
         raise ValueError(f"version {n} failed its gate ({'; '.join(g['failures'])}); --force to promote it anyway")
-    set_current(models, n)
+    set_current(models, str(n))
     if mlflow is not None: mlflow.MlflowClient().set_registered_model_alias(MODEL_NAME, 'champion', str(n))
     return d
 
@@ -555,8 +539,10 @@ def registry_main(action:Param("list, promote, rollback, or adopt (the committed
                   version:Param("the version to promote or roll back to", int, opt=False, nargs='?')=None,
                   models:Param("folder of the versions and the `current` pointer", str)='models',
                   force:Param("promote even a version whose gate failed", store_true)=False,
-                  no_track:Param("local folders only: no MLflow registry", store_true)=False):
-    "The model registry: list the versions, promote a challenger, roll back to an earlier version."
+                  no_track:Param("local folders only: no MLflow registry", store_true)=False,
+                  url:Param("then POST /admin/reload to the service at this URL (key: FASHIONCAT_ADMIN_KEY)", str)=None,
+                  pid:Param("or send SIGHUP to this process", int)=None):
+    "The model registry: list the versions, promote a challenger, roll back to an earlier version; tell the service."
     if action not in ('list', 'promote', 'rollback', 'adopt'):
         sys.exit(f"fashioncat_registry: {action!r}: choose list, promote, rollback or adopt")
     try:
@@ -572,6 +558,6 @@ def registry_main(action:Param("list, promote, rollback, or adopt (the committed
         if action == 'adopt': version = adopt(models, mlflow=mlflow); d = Path(models)/'versions'/str(version)
         elif version is None: sys.exit(f"fashioncat_registry: {action} needs a version number (`list` shows them)")
         else: d = set_champion(version, models, mlflow, force or action == 'rollback')
-    except (ImportError, OSError, ValueError) as e: sys.exit(f"fashioncat_registry: {e}")
-    print(f"fashioncat_registry: version {version} is the champion ({d}); {Path(models)/'current'} names it, "
-          "so the service serves it from its next reload")
+        told = _tell(url, pid)  # the service's hot swap (fashioncat.versions)
+    except (ImportError, OSError, ValueError, RuntimeError) as e: sys.exit(f"fashioncat_registry: {e}")
+    print(f"fashioncat_registry: version {version} is the champion ({d}; {Path(models)/'current'} names it); {told}")
