@@ -19,10 +19,10 @@ except ImportError as e:  # the base (serving) install has no torch
     raise ImportError("fashioncat.data needs PyTorch and fastai: pip install -e '.[train]'") from e
 
 # %% auto #0
-__all__ = ['CATEGORIES', 'CLASS_NAMES', 'CLASS_NAMES_RU', 'FILES', 'DEBIAN_PATH', 'Category', 'IDXError', 'read_idx',
-           'candidate_paths', 'find_data', 'load_split', 'split_train_valid', 'norm_stats', 'AugConfig', 'BatchAug',
-           'ArrayDataset', 'ArrayDL', 'DataConfig', 'stratified_subset', 'train_valid_arrays', 'recipe_split',
-           'make_dls', 'read_feedback']
+__all__ = ['CATEGORIES', 'CLASS_NAMES', 'CLASS_NAMES_RU', 'FILES', 'DEBIAN_PATH', 'NOT_A_PRODUCT', 'Category', 'IDXError',
+           'read_idx', 'candidate_paths', 'find_data', 'load_split', 'split_train_valid', 'norm_stats', 'AugConfig',
+           'BatchAug', 'ArrayDataset', 'ArrayDL', 'DataConfig', 'stratified_subset', 'train_valid_arrays',
+           'recipe_split', 'make_dls', 'read_feedback']
 
 # %% ../nbs/00_data.ipynb #73fa9012
 class Category(NamedTuple):
@@ -294,6 +294,8 @@ def make_dls(cfg:DataConfig|None=None, # data settings
     return dls
 
 # %% ../nbs/00_data.ipynb #fbcode
+NOT_A_PRODUCT = -1  # the `chosen_index` of a "Не товар" (not a product) correction: never a training label
+
 def read_feedback(path:str|Path, # a CSV written by the UI's export (`FeedbackStore.to_csv`)
                  )->tuple[np.ndarray, np.ndarray]:
     ("The corrected images `uint8 [N,28,28]` and their chosen labels `int64 [N]`, the latest label of an image that "
@@ -313,6 +315,9 @@ def read_feedback(path:str|Path, # a CSV written by the UI's export (`FeedbackSt
                                                                   f"chosen_index a class number") from None
             if px.size != 784 or px.min() < 0 or px.max() > 255:
                 raise ValueError(f"{where}: pixels must be 784 values from 0 to 255, got {px.size}")
+            key = px.astype(np.uint8).tobytes() if px.size == 784 and 0 <= px.min() and px.max() <= 255 else None
+            if label == NOT_A_PRODUCT and key is not None:
+                latest.pop(key, None); continue  # not a product: it cancels an earlier label of the image and adds none
             if not 0 <= label < len(CLASS_NAMES):
                 raise ValueError(f"{where}: chosen_index {label} is not a class number (0-{len(CLASS_NAMES) - 1})")
             img = px.astype(np.uint8).reshape(28, 28)

@@ -638,6 +638,25 @@ def _card_reproduce(m:dict, rec:dict, source)->list[str]:
     return L + [(m.get('command') or f"fashioncat_evaluate --model {md['path']}") + '  # this report',
                 'fashioncat_gate  # the quality gate (also part of `make test`)', '```', '']
 
+# %% ../nbs/03_evaluation.ipynb #c7a1d002
+def _card_photos(results:str|Path='bench/results')->list[str]:
+    "The shop-photo benchmark and the not-a-product judgement, from the bench results committed beside the model (if any)."
+    b, o, L = Path(results)/'catalogue_benchmark_extraction.json', Path(results)/'ood.json', []
+    if b.is_file():
+        from .catalogue import table_md
+        t = json.loads(b.read_text())
+        L += ['## Catalogue photos', '', f"Accuracy on {t['n']:,} test images per kind of shop photo ({t['per_class']} per class), rendered by "
+              f"`fashioncat.catalogue` and read by `prepare` as the service reads an upload (`python bench/catalogue_benchmark.py "
+              f"--per-class {t['per_class']}`; commit {t['commit']}):", '', table_md(t), '']
+    if o.is_file():
+        r = json.loads(o.read_text()); m = r['models'].get('fashioncat-int8.onnx') or next(iter(r['models'].values()))
+        L += ['## Not a product', '', f"Products flagged: {m['products_flagged_all_kinds']:.1%} of test photos over all kinds, "
+              f"{m['products_flagged']['raw']:.1%} of raw test images; outliers flagged: {m['outliers_flagged']:.1%} "
+              f"(`python scripts/calibrate_ood.py --write`, {r['n_outliers']} per kind):", '',
+              '| outlier kind | held out of calibration | flagged | AUROC |', '|---|---|---|---|']
+        L += [f"| {k} | {'yes' if v['held_out'] else 'no'} | {v['flagged']:.1%} | {v['auroc']:.3f} |" for k, v in m['outliers'].items()] + ['']
+    return L
+
 # %% ../nbs/03_evaluation.ipynb #5e048c88
 def model_card(m:dict, # from `evaluate`
                config:dict|None=None, # the model folder's config.json
@@ -648,7 +667,7 @@ def model_card(m:dict, # from `evaluate`
     cfg = config or {}; rec = cfg.get('recipe') or {}
     L = (_card_head(m, name) + _CARD_USE + _card_model(m, cfg) + _card_data(m, rec) + _card_recipe(cfg)
          + _card_classes(m, cfg) + _card_calibration(m) + _card_robustness(m.get('robustness'))
-         + _card_limits(m) + _card_reproduce(m, rec, source))
+         + _card_photos() + _card_limits(m) + _card_reproduce(m, rec, source))
     return '\n'.join(L)
 
 # %% ../nbs/03_evaluation.ipynb #05830e68

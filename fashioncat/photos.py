@@ -9,6 +9,7 @@ from contextlib import ExitStack
 from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
+from scipy import ndimage
 
 # %% auto #0
 __all__ = ['ACCEPTED', 'MAX_BYTES', 'MAX_PIXELS', 'PHOTO_KINDS', 'ServingError', 'EmptyImage', 'NotAnImage', 'UnsupportedFormat',
@@ -179,13 +180,11 @@ def _reduced(im:Image.Image, k:int)->Image.Image:
     for i, p in enumerate(parts): out.paste(p, (0, i * _STRIP))
     return out.convert('RGBA') if alpha else out
 
-def _foreground(im:Image.Image, bg:tuple[bool, float]|None=None)->tuple[np.ndarray, np.ndarray|None, tuple[bool, float]]:
-    "Item light on black (float32), the alpha, and (negated?, background level): measured on the border unless given."
-    g, alpha = _gray(im)
-    if bg is None: level = float(np.median(_border(g))); bg = (level > 127.5, level)
-    neg, level = bg
-    if neg: g, level = 255. - g, 255. - level
-    return np.clip(g - level, 0, 255), alpha, bg
+def _flat_foreground(im:Image.Image)->np.ndarray:
+    "A 28x28 dataset image (or its negative) light on black: its background is the median of its border."
+    g = _gray(im)[0]; level = float(np.median(_border(g)))
+    if level > 127.5: g, level = 255. - g, 255. - level
+    return np.clip(g - level, 0, 255)
 
 def _fit(fg:np.ndarray)->np.ndarray:
     "The trimmed item, longest edge resized to 28, centred on 28x28, stretched to 255, uint8."
@@ -198,22 +197,81 @@ def _fit(fg:np.ndarray)->np.ndarray:
     if m > 0: out *= 255. / m
     return np.rint(np.clip(out, 0, 255)).astype(np.uint8)
 
+# %% ../nbs/05a_photos.ipynb #b6a1c0df
+_RING = 0.03  # the background is fitted on a ring this share of the short side wide
+
+def _terms(u:np.ndarray, t:np.ndarray)->list:
+    "The quadratic surface's terms at rows `u` and columns `t` (both in [-1,1] over the fitted image)."
+    return [np.ones_like(u * t), t, u, t * t, t * u, u * u]
+
+def _ring(H:int, W:int, b:int)->np.ndarray:
+    "The flat indices of the pixels within `b` of the edge of an H x W image."
+    top = np.arange(b * W); bottom = top + (H - b) * W; mid = np.arange(b, H - b)[:, None] * W
+    return np.concatenate([top, bottom, (mid + np.arange(b)).ravel(), (mid + np.arange(W - b, W)).ravel()])
+
+def _fit_background(g:np.ndarray)->tuple[np.ndarray, float]:
+    "A quadratic surface fitted robustly to the border ring of `g` (sweeps, vignettes, casts), and the noise around it."
+    H, W = g.shape; b = max(1, round(_RING * min(H, W)))
+    step = max(1, 2 * b * (H + W) // 1500)  # ~1,500 pixels of the ring are plenty for six coefficients
+    yy, xx = np.divmod(np.arange(H * W)[::step], W) if H * W <= 4 * b * (H + W) else np.divmod(_ring(H, W, b)[::step], W)
+    v = g[yy, xx].astype(np.float64); A = np.stack(_terms(2 * (yy + .5) / H - 1, 2 * (xx + .5) / W - 1), 1)
+    dev = np.abs(v - np.median(v)); keep = dev <= 3 * 1.4826 * np.median(dev) + 2  # not an item cut by the frame's edge
+    for _ in range(3):  # refit without what stands out: the item or text touching the edge
+        Ak = A[keep]; coef = np.linalg.lstsq(Ak.T @ Ak, Ak.T @ v[keep], rcond=None)[0]; r = np.abs(v - A @ coef)
+        s = 1.4826 * float(np.median(r[keep])) + 0.5; keep = r <= max(3 * s, float(np.median(r)))
+    return coef, s
+
+def _surface(coef:np.ndarray, shape:tuple[int, int], at:tuple[float, float, float], fitted:tuple[int, int])->np.ndarray:
+    "The fitted surface over a window of `shape` whose origin (rows, columns) and scale `at` are relative to the `fitted` image."
+    oy, ox, f = at; H, W = fitted
+    u = (2 * (np.arange(shape[0]) + oy + .5) / f / H - 1)[:, None]; t = (2 * (np.arange(shape[1]) + ox + .5) / f / W - 1)[None]
+    c = coef.astype(np.float32); u, t = u.astype(np.float32), t.astype(np.float32)
+    return (c[0] + c[2] * u + c[5] * u * u) + (c[1] * t + c[3] * t * t) + c[4] * u * t
+
+# %% ../nbs/05a_photos.ipynb #b6a1c0e0
+def _foreground(im:Image.Image, bg:tuple|None=None, at:tuple[float, float, float]=(0., 0., 1.)):
+    "Item light on black (float32), the alpha, and the background (item darker?, surface, noise, fitted size), fitted unless given."
+    g, alpha = _gray(im)
+    if bg is None:
+        coef, s = _fit_background(g); d = g - _surface(coef, g.shape, at, g.shape)
+        dark = np.clip(-d - 3 * s, 0, None).sum() >= np.clip(d - 3 * s, 0, None).sum()  # which way the item stands out
+        bg = (dark, coef, s, g.shape)
+    dark, coef, s, fitted = bg
+    d = g - _surface(coef, g.shape, at, fitted)
+    return np.clip((-d if dark else d) - 2.5 * s, 0, 255), alpha, bg
+
+def _item_only(fg:np.ndarray)->np.ndarray:
+    "`fg` with the item only: its largest part (by contrast), the parts that reach into its box, and their rims; text, stickers, specks dropped."
+    lab, n = ndimage.label(fg > max(8., 0.08 * float(fg.max())), np.ones((3, 3), bool))
+    if n == 0: return fg
+    mass = np.bincount(lab.ravel(), fg.ravel(), n + 1)[1:]; boxes = ndimage.find_objects(lab); i = int(mass.argmax())
+    (t, b), (l, r) = ((sl.start, sl.stop) for sl in boxes[i]); my, mx = 0.1 * (b - t), 0.1 * (r - l)
+    keep = np.zeros(n + 1, bool); keep[i + 1] = True
+    for j, (ys, xs) in enumerate(boxes):  # a sandal's straps, a bag's handle: within reach of the main part
+        if mass[j] >= 0.03 * mass[i] and ys.stop > t - my and ys.start < b + my and xs.stop > l - mx and xs.start < r + mx: keep[j + 1] = True
+    rim = max(1, round(0.1 * max(b - t, r - l)))  # the item's faint edges, at the item's scale whatever the photo's
+    return np.where(ndimage.maximum_filter(keep[lab], size=2 * rim + 1), fg, 0.).astype(np.float32)
+
 # %% ../nbs/05a_photos.ipynb #7dcdb2e9
 def _view(at, # at(k): the whole upright photo reduced `k` times (1, 2, 4, 8)
           size:tuple[int, int], # the photo's full upright size
          )->np.ndarray:
     "The recipe: background and trim on a reduced copy; the item again at a finer scale when it is small there."
-    k = _scale(size)
-    fg, alpha, bg = _foreground(at(k))
+    k = _scale(size); im = at(k)
+    if im.size == (28, 28):  # a dataset image (or its negative): already framed
+        fg = _flat_foreground(im)
+        if fg.max() < 1: raise NoItem('the image is one flat colour, with no item on it; send a photo of the product')
+        return np.rint(fg).astype(np.uint8)
+    fg, alpha, bg = _foreground(im)
     if fg.max() < 1: raise NoItem('the image is one flat colour, with no item on it; send a photo of the product')
-    if fg.shape == (28, 28): return np.rint(fg).astype(np.uint8)  # a dataset image: already framed
-    box = _item_box(fg, alpha)
+    fg = _item_only(fg); box = _item_box(fg, alpha)
     if box is not None and k > 1 and max(box[1] - box[0], box[3] - box[2]) < _ITEM_PX:
         n = max(box[1] - box[0], box[3] - box[2])
         k2 = max([s for s in (1, 2, 4) if s < k and n * k / s >= _ITEM_PX] or [1]); f = k // k2
         fine = at(k2); t, b, l, r = box
-        fine = fine.crop((max(0, (l - 1) * f), max(0, (t - 1) * f), min(fine.width, (r + 1) * f), min(fine.height, (b + 1) * f)))
-        fg, alpha, _ = _foreground(fine, bg); box = _item_box(fg, alpha)
+        oy, ox = max(0, (t - 1) * f), max(0, (l - 1) * f)
+        fine = fine.crop((ox, oy, min(fine.width, (r + 1) * f), min(fine.height, (b + 1) * f)))
+        fg, alpha, _ = _foreground(fine, bg, (oy, ox, f)); fg = _item_only(fg); box = _item_box(fg, alpha)
     if box is not None: t, b, l, r = box; fg = fg[t:b, l:r]
     return _fit(fg)
 

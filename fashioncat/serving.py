@@ -14,6 +14,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from fastcore.basics import patch
 from .photos import MAX_BYTES, MAX_PIXELS, ServingError, prepare
+from .ood import product_scores
 
 # %% auto #0
 __all__ = ['MAX_THREADS_PER_CPU', 'DEFAULT_REVIEW_THRESHOLD', 'Settings', 'ModelError', 'ModelInfo', 'as_batch', 'Engine',
@@ -69,6 +70,15 @@ def _float(s):
     try: return float(s) if s not in (None, '') else None
     except ValueError: return None
 
+def _ood_params(path:Path, sess:ort.InferenceSession)->dict|None:
+    "The not-a-product score's parameters from the metadata (`fashioncat.ood`), or None when the model has none."
+    s = sess.get_modelmeta().custom_metadata_map.get('fashioncat.ood')
+    if not s: return None
+    try: p = json.loads(s)
+    except json.JSONDecodeError as e: raise ModelError(f'{path}: metadata fashioncat.ood is not valid JSON ({e})') from e
+    if not {'mu', 'sd', 'means', 'precision', 'threshold', 'scale'} <= set(p): raise ModelError(f'{path}: fashioncat.ood lacks its parameters')
+    return p
+
 def _read_info(path:Path, sess:ort.InferenceSession)->ModelInfo:
     meta = sess.get_modelmeta().custom_metadata_map
     def js(k, default):
@@ -111,7 +121,7 @@ class Engine:
         ins, outs = self.sess.get_inputs(), [o.name for o in self.sess.get_outputs()]
         if [i.name for i in ins] != ['image'] or 'probs' not in outs:
             raise ModelError(f'{path}: expected input "image" and output "probs", found {[i.name for i in ins]} -> {outs}')
-        self.info = _read_info(path, self.sess)
+        self.info = _read_info(path, self.sess); self.ood = _ood_params(path, self.sess)
         self.classes, self.classes_ru = self.info.classes, self.info.classes_ru
         self.review_threshold = next(t for t in (review_threshold, self.info.review_threshold, DEFAULT_REVIEW_THRESHOLD) if t is not None)
         self.top_k, self.max_bytes, self.max_pixels = min(top_k, len(self.classes)), max_bytes, max_pixels
@@ -149,11 +159,14 @@ def choose_review_threshold(probs:np.ndarray, # validation probabilities [N,C]
 # %% ../nbs/05_serving.ipynb #81dee23e
 @patch
 def result(self:Engine, p:np.ndarray, # one row of `Engine.predict`
+           view:np.ndarray|None=None, # the 28x28 view it came from: with it, the not-a-product judgement
            )->dict:
-    "The result for one image's probabilities: category (English, Russian), confidence, `needs_review`, top-k."
-    order = np.argsort(-p, kind='stable')[:self.top_k]; i = int(order[0]); conf = float(p[i])
+    "The result for one image: category (English, Russian), confidence, `is_product` and its score, `needs_review`, top-k."
+    order = np.argsort(-p, kind='stable')[:self.top_k]; i = int(order[0]); conf = float(p[i]); ok = score = None
+    if self.ood is not None and view is not None:
+        s, k = product_scores(np.asarray(view, np.uint8).reshape(1, 28, 28), p[None], self.ood); score, ok = round(float(s[0]), 6), bool(k[0])
     return {'category': self.classes[i], 'category_ru': self.classes_ru[i], 'class_index': i, 'confidence': round(conf, 6),
-            'needs_review': conf < self.review_threshold,
+            'is_product': ok, 'product_score': score, 'needs_review': conf < self.review_threshold or ok is False,
             'top_k': [{'category': self.classes[j], 'category_ru': self.classes_ru[j], 'probability': round(float(p[j]), 6)} for j in order]}
 
 def error_dict(e:Exception)->dict:
@@ -174,10 +187,9 @@ def predict_images(self:Engine, srcs:Iterable, # bytes, paths, Pillow images or 
         except (ServingError, FileNotFoundError, OSError) as e:
             if errors == 'raise': raise
             out.append(error_dict(e))
-    probs = iter(self.predict(np.stack(vs)) if vs else [])
-    vs = iter(vs)
+    it = zip(self.predict(np.stack(vs)) if vs else [], vs)
     for i, r in enumerate(out):
         if r is None:
-            out[i] = self.result(next(probs))
-            if views: out[i]['view'] = next(vs)
+            p, v = next(it); out[i] = self.result(p, v)
+            if views: out[i]['view'] = v
     return out

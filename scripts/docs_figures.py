@@ -25,6 +25,8 @@ LOAD_EPYC = "bench/results/load_test_amd-epyc.json"  # the same on an AMD EPYC
 LOAD_2W = "bench/results/load_test_2workers.json"  # two workers, API only
 BIG = "bench/results/big_photos_amd-epyc.json"  # bench/big_photos.py
 SWAP = "bench/results/swap_load.json"  # bench/swap_load.py: hot swaps under load
+RESUME = "bench/results/catalogue_resume.json"  # bench/catalogue_resume.py: a catalogue killed, interrupted, resumed
+SCALING = "bench/results/batch_scaling.json"  # bench/batch_scaling.py: fashioncat_predict with 1 and 2 workers
 RETRAIN = "bench/results/retrain_amd-epyc.json"  # bench/bench_retrain.py (a retrain from corrections, AMD EPYC)
 
 
@@ -145,6 +147,26 @@ FIGURES = {
     "swap_failed": (SWAP, lambda d: f"{d['swapping']['failed']} / {d['swapping']['requests']:,}"),
     "swap_p95": (SWAP, lambda d: ms(d["swapping"]["p95_ms"])),
     "swap_steady_p95": (SWAP, lambda d: ms(d["steady"]["p95_ms"])),
+    # whole-catalogue categorisation (bench/catalogue_resume.py, bench/batch_scaling.py)
+    "resume_photos": (RESUME, lambda d: f"{d['photos']:,}"),
+    "resume_kill": (RESUME, lambda d: f"{d['runs'][0]['rows_after']:,}"),
+    "resume_int": (RESUME, lambda d: f"{d['runs'][1]['rows_after']:,}"),
+    "resume_last": (RESUME, lambda d: f"{d['runs'][2]['new_rows']:,}"),
+    "resume_rows": (RESUME, lambda d: f"{d['rows']:,} rows for {d['unique_paths']:,} distinct photos"),
+    "resume_sample": (RESUME, lambda d: f"{d['sample_identical']} sampled rows"),
+    "resume_rates": (
+        RESUME,
+        lambda d: "-".join(f"{f(r['rows_per_s'] for r in d['runs'] if r['new_rows']):.0f}" for f in (min, max)),
+    ),
+    "resume_load": (
+        RESUME,
+        lambda d: "-".join(f"{f(r['loadavg_before'][0] for r in d['runs']):.0f}" for f in (min, max)),
+    ),
+    "scaling_cpu": (SCALING, lambda d: _span(d, "cpu_ms_per_photo", "{:.1f}") + " ms"),
+    "scaling_load": (SCALING, lambda d: _span(d, "loadavg_before", "{:.1f}")),
+    "scaling_cores": (SCALING, lambda d: _span(d, "cores_used", "{:.2f}")),
+    "scaling_1w": (SCALING, lambda d: "-".join(f"{x:.0f}" for x in d["spread_photos_per_s"]["1"])),
+    "scaling_2w": (SCALING, lambda d: "-".join(f"{x:.0f}" for x in d["spread_photos_per_s"]["2"])),
     # a retrain from corrections (bench/bench_retrain.py): measured epochs, and the machine-alone estimate
     "retrain_epochs_measured": (RETRAIN, lambda d: str(d["epochs"])),
     "retrain_epoch_cpu": (RETRAIN, lambda d: f"{d['cpu_seconds']['finetune'] / d['epochs']:.0f} s"),
@@ -157,6 +179,12 @@ FIGURES = {
     "retrain_accuracy": (RETRAIN, lambda d: pct(d["test_accuracy"])),
     "retrain_corrections": (RETRAIN, lambda d: f"{d['corrections']['train']:,}"),
 }
+
+
+def _span(d: dict, key: str, fmt: str) -> str:
+    "min-max of `key` over every run of a batch_scaling JSON (the 1-minute load average for `loadavg_before`)."
+    xs = [r[key][0] if key == "loadavg_before" else r[key] for runs in d["runs"].values() for r in runs]
+    return f"{fmt.format(min(xs))}-{fmt.format(max(xs))}"
 
 
 def doc_files(root: Path = ROOT) -> list[Path]:

@@ -20,7 +20,16 @@ class Prediction(BaseModel):
     category_ru: str = Field(description="winning category, Russian display name", examples=["Брюки"])
     class_index: int = Field(description="class index, as in Fashion-MNIST labels")
     confidence: float = Field(description="calibrated probability of the winning category")
-    needs_review: bool = Field(description="confidence below the review threshold: a person should check it")
+    needs_review: bool = Field(
+        description="confidence below the review threshold, or not a product: a person should check it"
+    )
+    is_product: bool | None = Field(
+        None,
+        description="a product photo (false: a banner, chart, logo, empty frame...); null if the model has no such calibration",
+    )
+    product_score: float | None = Field(
+        None, description="how much the image looks like a product photo, 0-1 (0.5 at the threshold)"
+    )
     top_k: list[TopK]
     filename: str | None = None
     image: ImageInfo | None = None
@@ -41,6 +50,8 @@ class BatchItem(BaseModel):
     category_ru: str | None = None
     confidence: float | None = None
     needs_review: bool | None = None
+    is_product: bool | None = None
+    product_score: float | None = None
     top_k: list[TopK] | None = None
     image: ImageInfo | None = None
     error: str | None = None

@@ -73,7 +73,7 @@ def categorise(
         for i, r in enumerate(out):
             if r is None:
                 p, v, m = next(it)
-                out[i] = {**m, **engine.result(p), "view": v}
+                out[i] = {**m, **engine.result(p, v), "view": v}
     metrics.observe_results(out)
     return out
 

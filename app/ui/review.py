@@ -70,12 +70,19 @@ _JS = (Path(__file__).parent / "queue.js").read_text()
 _BLANK = np.full((32, 32, 3), 235, np.uint8)  # in a failed row, where the photo would be
 
 
+# "Не товар": a merchandiser's answer for a banner, a chart, a logo...; saved as chosen "not_a_product", chosen_index -1,
+# which training (fashioncat.data.read_feedback, NOT_A_PRODUCT) never turns into a class label.
+NOT_PRODUCT, NOT_PRODUCT_RU, NOT_PRODUCT_INDEX = "not_a_product", "Не товар", -1
+
+
 def _label(engine: Engine, i: int) -> str:
-    return f"{engine.classes_ru[i]} ({engine.classes[i]})"
+    return NOT_PRODUCT_RU if i == NOT_PRODUCT_INDEX else f"{engine.classes_ru[i]} ({engine.classes[i]})"
 
 
 def _named(engine: Engine, name: str) -> str:
     "The UI's label of an English class name (the name itself if the model has no such class)."
+    if name == NOT_PRODUCT:
+        return NOT_PRODUCT_RU
     return _label(engine, engine.classes.index(name)) if name in engine.classes else name
 
 
@@ -208,6 +215,7 @@ class UI:
         labels = {name.casefold(): i for i, name in enumerate(engine.classes)}
         labels |= {name.casefold(): i for i, name in enumerate(engine.classes_ru)}
         labels |= {_label(engine, i).casefold(): i for i in range(len(engine.classes))}
+        labels |= {n: NOT_PRODUCT_INDEX for n in (NOT_PRODUCT, NOT_PRODUCT_RU.casefold(), "not a product")}
         i = labels.get(str(category or "").strip().casefold())
         if i is None:
             raise _refusal(f"Неизвестная категория: {category!r}")
@@ -257,7 +265,7 @@ class UI:
             filename=item["filename"],
             predicted=item["predicted"],
             confidence=item["confidence"],
-            chosen=engine.classes[i],
+            chosen=engine.classes[i] if i >= 0 else NOT_PRODUCT,
             chosen_index=i,
             model_version=engine.info.version,
             reviewer=reviewer,
@@ -284,7 +292,8 @@ class UI:
     def export_csv(self) -> str:
         "Every correction as CSV; the path of the file."
         out = Path(self.app.state.settings.data_dir) / "exports" / "feedback.csv"  # one file, replaced: none pile up
-        return str(self.store.to_csv(out, dict(zip(self.engine.classes, self.engine.classes_ru))))
+        names_ru = dict(zip(self.engine.classes, self.engine.classes_ru)) | {NOT_PRODUCT: NOT_PRODUCT_RU}
+        return str(self.store.to_csv(out, names_ru))
 
 
 def _local_time(utc: str) -> str:
@@ -314,6 +323,8 @@ def _review_md(r: dict, engine: Engine) -> str:
     """Whether to check the answer, in plain words: the confidence as a whole percentage (rounded down, so that a
     doubtful 99.6% never reads as 100%); the review threshold itself stays out of the merchandiser's way."""
     conf = f"{int(r['confidence'] * 100)}%"
+    if r.get("is_product") is False:
+        return f"<span class='fc-review'>⚠ {NOT_PRODUCT_RU}?</span> Похоже, это не фото товара (баннер, таблица, логотип...): проверьте"
     if r["needs_review"]:
         return f"<span class='fc-review'>⚠ Требует проверки</span>: модель не уверена (уверенность {conf})"
     return f"<span class='fc-ok'>✓ Уверенно</span>: уверенность {conf}"
@@ -379,7 +390,7 @@ def build_ui(ui: UI) -> gr.Blocks:
             @gr.render(inputs=[items])
             def show(shown: list[dict]):
                 engine = ui.engine
-                choices = [_label(engine, i) for i in range(len(engine.classes))]
+                choices = [_label(engine, i) for i in range(len(engine.classes))] + [NOT_PRODUCT_RU]
                 for r in shown:
                     with gr.Row(equal_height=False):
                         # a file that is not a picture gets a blank one, not the browser's broken-image icon

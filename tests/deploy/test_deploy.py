@@ -301,7 +301,7 @@ def test_k8s_manifests():
         ("Deployment", "fashioncat-ui"),
         ("Service", "fashioncat-ui"),
         ("PersistentVolumeClaim", "fashioncat-feedback"),
-    }
+    } | {("Job", "fashioncat-batch"), ("PersistentVolumeClaim", "fashioncat-batch-results")}  # test_batch_job.py
     dep, svc, hpa = (
         docs["Deployment", "fashioncat"],
         docs["Service", "fashioncat"],

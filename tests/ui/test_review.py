@@ -653,3 +653,22 @@ def test_review_mark_speaks_plainly():
     assert text.endswith("Требует проверки</span>: модель не уверена (уверенность 99%)") and "порог" not in text
     text = _review_md({"confidence": 0.9555, "needs_review": False}, engine)
     assert text.endswith("Уверенно</span>: уверенность 95%") and "порог" not in text
+    text = _review_md({"confidence": 0.99, "needs_review": True, "is_product": False}, engine)
+    assert "Не товар?" in text and "порог" not in text
+
+
+def test_ui_not_a_product_is_an_answer_and_never_a_label(local, photos, tmp_path):
+    "'Не товар' can be chosen for a row; it is saved as not_a_product (-1), exported so, and training never learns it."
+    pytest.importorskip("torch")  # fashioncat.data is training code
+    from fashioncat.data import NOT_A_PRODUCT, read_feedback
+
+    session = Session(local)
+    _, _, (row,) = session.categorise([("banner.jpg", photos["jpeg"][0])])
+    status, _ = session.pick(row, "Не товар")
+    assert status.startswith("Сохранено: Не товар"), status
+    saved = local.app.state.feedback.rows(limit=1)[0]
+    assert (saved["chosen"], saved["chosen_index"]) == ("not_a_product", NOT_A_PRODUCT)
+    csv_path = local.app.state.ui.export_csv()
+    assert "Не товар" in Path(csv_path).read_text(encoding="utf-8-sig")
+    _, y = read_feedback(csv_path)
+    assert NOT_A_PRODUCT not in y.tolist()

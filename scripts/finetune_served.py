@@ -1,0 +1,181 @@
+"""Train on what is served: fine-tune a model folder on training images rendered as shop photos and read by `prepare`.
+
+    nice -n 5 .venv/bin/python scripts/finetune_served.py --out models/candidates/served > finetune.log 2>&1 &
+
+`--n-render` training images (never validation or test) are rendered, each as one kind of `fashioncat.catalogue`
+(kinds in turn, seeds from 1,000,000 so that no benchmark photo is reused) and read back through
+`fashioncat.photos.prepare`; the views are cached in `--cache`. Each batch is half raw training images, half such
+views (horizontal flips as in the recipe); the loss is label-smoothed cross-entropy plus distillation from the
+starting model on the raw half, so the raw accuracy holds. bf16 autocast on CPUs that have it. The folder written
+has the starting config with a `finetune` record (time, epochs, validation accuracy raw and as photos); export and
+gate it with `fashioncat_export --model OUT --out DIR` and `fashioncat_gate`.
+"""
+
+import argparse
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fashioncat.catalogue import SHOP_KINDS, shop_photo
+from fashioncat.data import recipe_split
+from fashioncat.models import load_model, read_config, save_model
+from fashioncat.photos import ServingError, prepare
+
+SEED0 = 1_000_000
+
+
+def render(args) -> np.ndarray:
+    "Views of images `xs` (their indices `idx` pick kind and seed); a refused photo keeps the raw image."
+    xs, idx = args
+    out = []
+    for x, i in zip(xs, idx):
+        try:
+            out.append(prepare(shop_photo(x, SHOP_KINDS[int(i) % len(SHOP_KINDS)], seed=SEED0 + int(i))))
+        except ServingError:
+            out.append(x)
+    return np.stack(out)
+
+
+def views_of(x: np.ndarray, idx: np.ndarray, workers: int) -> np.ndarray:
+    jobs = [(x[idx[j : j + 250]], idx[j : j + 250]) for j in range(0, len(idx), 250)]
+    with ProcessPoolExecutor(workers) as ex:
+        return np.concatenate(list(ex.map(render, jobs)))
+
+
+def batches(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(x.astype(np.float32) / 255.0).unsqueeze(1)
+
+
+@torch.no_grad()
+def accuracy(model, x, y, bs=1000) -> float:
+    model.eval()
+    p = torch.cat([model(batches(x[i : i + bs])).argmax(1) for i in range(0, len(x), bs)])
+    return float((p.numpy() == y).mean())
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default=str(ROOT / "models/fashioncat"))
+    p.add_argument("--out", default=str(ROOT / "models/candidates/served"))
+    p.add_argument("--n-render", type=int, default=12000)
+    p.add_argument("--n-valid-render", type=int, default=1800)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--bs", type=int, default=256)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--distill", type=float, default=1.0)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--cache", default="/tmp/fashioncat_served_views.npz")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    t0 = time.perf_counter()
+    cfg = read_config(a.model)
+    xtr, ytr, xva, yva = recipe_split(cfg["recipe"])
+    rng = np.random.default_rng(0)
+    sel = np.sort(rng.choice(len(xtr), a.n_render, replace=False))
+    vsel = np.sort(rng.choice(len(xva), a.n_valid_render, replace=False))
+    cache = Path(a.cache)
+    if cache.exists() and (d := np.load(cache))["sel"].shape == sel.shape and (d["sel"] == sel).all():
+        vtr, vva = d["vtr"], d["vva"]
+    else:
+        vtr = views_of(xtr, sel, a.workers)
+        vva = views_of_valid(xva, vsel, a.workers)
+        np.savez(cache, sel=sel, vtr=vtr, vva=vva)
+    t_render = time.perf_counter() - t0
+    print(f"rendered {len(vtr)} training and {len(vva)} validation views in {t_render:.0f} s", flush=True)
+    model, teacher = load_model(a.model), load_model(a.model)
+    teacher.requires_grad_(False)
+    before = {"valid_raw": accuracy(model, xva, yva), "valid_photos": accuracy(model, vva, yva[vsel])}
+    print("before:", before, flush=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.05)
+    half = a.bs // 2
+    steps_per_epoch = len(vtr) // half
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, a.lr, total_steps=steps_per_epoch * a.epochs, pct_start=0.15)
+    bf16 = True
+    history = []
+    for ep in range(a.epochs):
+        model.train()
+        order = rng.permutation(len(vtr))
+        tl = time.perf_counter()
+        for s in range(steps_per_epoch):
+            iv = order[s * half : (s + 1) * half]
+            ir = rng.integers(0, len(xtr), half)
+            x = batches(np.concatenate([xtr[ir], vtr[iv]]))
+            y = torch.from_numpy(np.concatenate([ytr[ir], ytr[sel[iv]]]))
+            flip = torch.rand(len(x)) < 0.5
+            x[flip] = x[flip].flip(-1)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                z = model(x)
+                with torch.no_grad():
+                    zt = teacher(x[:half])
+            z = z.float()
+            loss = F.cross_entropy(z, y, label_smoothing=0.1)
+            kd = F.kl_div(F.log_softmax(z[:half] / 2, 1), F.softmax(zt.float() / 2, 1), reduction="batchmean") * 4
+            (loss + a.distill * kd).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+            if s % 20 == 0:
+                print(f"epoch {ep} step {s}/{steps_per_epoch} loss {loss.item():.4f} kd {kd.item():.4f}", flush=True)
+        h = {
+            "epoch": ep,
+            "seconds": round(time.perf_counter() - tl, 1),
+            "valid_raw": accuracy(model, xva, yva),
+            "valid_photos": accuracy(model, vva, yva[vsel]),
+        }
+        history.append(h)
+        print(h, flush=True)
+    secs = time.perf_counter() - t0
+    extra = {
+        k: v
+        for k, v in cfg.items()
+        if k
+        not in (
+            "model_type",
+            "arch",
+            "arch_kwargs",
+            "mean",
+            "std",
+            "num_classes",
+            "id2label",
+            "label2id",
+            "class_names",
+            "class_names_ru",
+        )
+    }
+    extra["finetune"] = {
+        "from": str(a.model),
+        "command": " ".join(sys.argv),
+        "seconds": round(secs, 1),
+        "render_seconds": round(t_render, 1),
+        "n_render": a.n_render,
+        "epochs": a.epochs,
+        "lr": a.lr,
+        "distill": a.distill,
+        "before": before,
+        "history": history,
+        "hardware": f"CPU, {a.threads} threads, bf16 autocast, nice 5, machine shared with other jobs",
+    }
+    extra["metrics"] = {"valid_accuracy": history[-1]["valid_raw"], "epoch": a.epochs}
+    model.eval()
+    save_model(model, a.out, **extra)
+    print(f"written {a.out} after {secs:.0f} s", flush=True)
+
+
+def views_of_valid(xva, vsel, workers):
+    "Validation views, seeds apart from the training ones."
+    jobs = [(xva[vsel[j : j + 250]], vsel[j : j + 250] + 2_000_000) for j in range(0, len(vsel), 250)]
+    with ProcessPoolExecutor(workers) as ex:
+        return np.concatenate(list(ex.map(render, jobs)))
+
+
+if __name__ == "__main__":
+    main()
