@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: help data install test check-sync nbtest notebooks pytest gate lint serve serve-install bench clean image-smoke load-test docs readme
+.PHONY: help data install test check-sync nbtest notebooks pytest gate lint serve serve-install bench clean image-smoke load-test docs readme model
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -62,9 +62,12 @@ gate: install  ## quality gate: the shipped ONNX model on the test set vs its co
 
 test: check-sync nbtest pytest gate  ## THE test command: install from scratch, check notebooks, run every test
 
+model: install  ## rebuild the shipped model by configs/production/pipeline.yaml (resumes; ARGS=--dry_run shows the plan)
+	$(VENV)/bin/fashioncat_pipeline --ship $(ARGS)
+
 lint: install  ## ruff on hand-written code, and line length in the training notebooks
 	$(VENV)/bin/ruff check app tests bench scripts && $(VENV)/bin/ruff format --check app tests bench scripts
-	$(VENV)/bin/ruff check --select E501 nbs/0[0-4]*.ipynb
+	$(VENV)/bin/ruff check --select E501 nbs/0[0-4]*.ipynb nbs/06*.ipynb
 
 $(SERVE_VENV)/.installed: settings.ini setup.py
 	$(PYTHON) -m venv $(SERVE_VENV)

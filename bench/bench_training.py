@@ -6,7 +6,7 @@ smoothing, and with `CPUBf16` the forward and the loss under bf16 autocast (weig
 The bf16 row runs only where `cpu_has_bf16()` (AVX512-BF16 or AMX), as in training. Inputs are random images: the
 speed does not depend on the pixels. Data loading and augmentation are not timed.
 
-    .venv/bin/python bench/bench_training.py                             # configs/production.yaml's network
+    .venv/bin/python bench/bench_training.py                             # configs/production/stage2.yaml's network
     .venv/bin/python bench/bench_training.py --config configs/config.yaml --threads 2
 """
 
@@ -46,7 +46,7 @@ def images_per_s(model, batch: int, seconds: float, bf16: bool, smoothing: float
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", default="configs/production.yaml", help="training config whose network is timed")
+    p.add_argument("--config", default="configs/production/stage2.yaml", help="training config whose network is timed")
     p.add_argument("--batch", type=int, help="batch size (default: the config's)")
     p.add_argument("--threads", default="1,2", help="thread counts, comma-separated")
     p.add_argument("--seconds", type=float, default=10.0, help="time spent per configuration")

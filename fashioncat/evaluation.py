@@ -624,14 +624,13 @@ def _card_reproduce(m:dict, rec:dict, source)->list[str]:
     md, v = m['model'], m['calibration'].get('validation')
     L = ['## Reproduce', '', '```bash', 'make install  # the venv with the training extras (.venv)']
     if rec: L += ['fashioncat_train --config CONFIG.yaml  # the recipe above (the production recipe is '
-                  'configs/production.yaml)']
+                  'configs/production/, run by fashioncat_pipeline)']
     t = (rec.get('training') or {}) if rec else {}
     needs = list(dict.fromkeys(p for p in [t.get('init_from'), *(t.get('teachers') or [])] if p)) if rec else []
     if needs: L[-1:-1] = [f'# first: the {len(needs)} model folder(s) the recipe starts from (training.init_from) '
                           'or distils from (training.teachers),',
-                          '# trained beforehand by their own recipes (for the production recipe: stage 1, README '
-                          '"Training"); '
-                          'it stops at once without them']
+                          '# trained beforehand by their own recipes (for the production recipe: the stage-1 steps '
+                          'of fashioncat_pipeline); it stops at once without them']
     if v and v.get('command'): L += [v['command'] + '  # temperature and review threshold, written into config.json']
     if md['kind'] == 'onnx': L += [f"fashioncat_export --model {source or 'MODEL_FOLDER'} --out "
                                    f"{Path(md['path']).parent}"

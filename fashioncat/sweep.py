@@ -7,14 +7,15 @@ from __future__ import annotations
 import csv, itertools, json, logging, re, sys
 from dataclasses import fields
 from pathlib import Path
-from fastcore.script import call_parse, Param
+from fastcore.script import call_parse, Param, store_true
 from .models import count_params, load_model
 from .training import (Config, ConfigError, parse_config, _read_yaml, _preflight, _writable_dir,
                                  setup_logging, train)
 
 
 # %% auto #0
-__all__ = ['SWEEP_KEYS', 'SWEEP_OUT', 'SWEEP_FIELDS', 'sweep_runs', 'check_sweep', 'load_sweep', 'run_sweep', 'sweep_main']
+__all__ = ['SWEEP_KEYS', 'SWEEP_OUT', 'SWEEP_FIELDS', 'sweep_runs', 'check_sweep', 'load_sweep', 'track_run', 'run_sweep',
+           'sweep_main']
 
 # %% ../nbs/02b_sweep.ipynb #8cc8fce7
 SWEEP_KEYS, SWEEP_OUT = ('base', 'grid', 'architectures', 'out'), 'reports/sweep/sweep.csv'
@@ -107,12 +108,22 @@ def _done(csv_path:Path)->dict:
     if not csv_path.exists(): return {}
     with open(csv_path, newline='') as f: return {_run_key(r['run_id']): r for r in csv.DictReader(f)}
 
+# %% ../nbs/02b_sweep.ipynb #swtrack2
+def track_run(run_id:str, d:dict, work:Path, r:dict):
+    "Log one finished sweep run (its config `d`, its scratch folder `work`, its result `r`) as an MLflow run."
+    from fashioncat.pipeline import log_training, mlflow_client  # here: the sweep runs without MLflow when untracked
+    mlflow = mlflow_client()
+    with mlflow.start_run(run_name=run_id):
+        mlflow.set_tag('fashioncat.sweep', run_id.split(' ')[0])
+        log_training(mlflow, d, work/'logs', work/'models', r)
+
 # %% ../nbs/02b_sweep.ipynb #8cc8fce7
-def _run_one(run_id, d, csv_path, work):
+def _run_one(run_id, d, csv_path, work, track:bool=False):
     d = json.loads(json.dumps(d)); d.setdefault('logging', {})
     d['logging'].update(log_dir=str(work/'logs'), models_dir=str(work/'models'))
     cfg = parse_config(d)
     r = train(cfg, progress=False)
+    if track: track_run(run_id, d, work, r)
     setup_logging(csv_path.parent)  # `train` pointed the log at the run's scratch folder
     m = cfg.model
     row = dict(run_id=run_id, arch=m.arch, lr=cfg.training.lr, batch_size=cfg.data.batch_size,
@@ -130,6 +141,7 @@ def _run_one(run_id, d, csv_path, work):
 # %% ../nbs/02b_sweep.ipynb #8cc8fce7
 def run_sweep(sweep:dict, # the sweep config: base, grid, architectures, out
               limit:int|None=None, # stop after this many new runs (for tests)
+              track:bool=False, # log every run to MLflow (`track_run`)
              )->list[dict]:
     "Run the grid and the architecture comparison, appending to the CSV and skipping runs already in it."
     import shutil, tempfile
@@ -144,7 +156,7 @@ def run_sweep(sweep:dict, # the sweep config: base, grid, architectures, out
             if _run_key(run_id) in _done(csv_path): continue
             if limit is not None and n_new >= limit: return
             work = Path(tempfile.mkdtemp())
-            try: row = _run_one(run_id, d, csv_path, work)
+            try: row = _run_one(run_id, d, csv_path, work, track)
             finally: shutil.rmtree(work, ignore_errors=True)
             n_new += 1; log.info(f"{run_id}: valid_accuracy={row['valid_accuracy']}")
     go(runs)
@@ -159,7 +171,8 @@ def run_sweep(sweep:dict, # the sweep config: base, grid, architectures, out
 def sweep_main(config:Param("YAML sweep config", str)='configs/sweep.yaml',
                out:Param("CSV to write (overrides the config's `out`)", str)=None,
                subset:Param("training images per run (overrides the budget)", int)=None,
-               epochs:Param("epochs per run (overrides the budget)", int)=None):
+               epochs:Param("epochs per run (overrides the budget)", int)=None,
+               no_track:Param("do not log the runs to MLflow", store_true)=False):
     "Run the hyper-parameter grid and the architecture comparison; resumable."
     try:
         sweep = load_sweep(config)
@@ -174,5 +187,5 @@ def sweep_main(config:Param("YAML sweep config", str)='configs/sweep.yaml',
         for c in {(c.training.device, c.data.path, c.data.download): c for c in cfgs}.values(): _preflight(c)
         setup_logging(_writable_dir(csv_path.parent, 'out'), False)
     except (OSError, RuntimeError, ConfigError) as e: sys.exit(f"fashioncat_sweep: {e}")
-    rows = run_sweep(sweep)
+    rows = run_sweep(sweep, track=not no_track)
     print(f"{len(rows)} runs in {csv_path}")

@@ -27,6 +27,7 @@ BIG = "bench/results/big_photos_amd-epyc.json"  # bench/big_photos.py
 SWAP = "bench/results/swap_load.json"  # bench/swap_load.py: hot swaps under load
 RESUME = "bench/results/catalogue_resume.json"  # bench/catalogue_resume.py: a catalogue killed, interrupted, resumed
 SCALING = "bench/results/batch_scaling.json"  # bench/batch_scaling.py: fashioncat_predict with 1 and 2 workers
+RETRAIN = "bench/results/retrain_amd-epyc.json"  # bench/bench_retrain.py (a retrain from corrections, AMD EPYC)
 
 
 def pct(x: float, nd: int = 2) -> str:
@@ -166,6 +167,17 @@ FIGURES = {
     "scaling_cores": (SCALING, lambda d: _span(d, "cores_used", "{:.2f}")),
     "scaling_1w": (SCALING, lambda d: "-".join(f"{x:.0f}" for x in d["spread_photos_per_s"]["1"])),
     "scaling_2w": (SCALING, lambda d: "-".join(f"{x:.0f}" for x in d["spread_photos_per_s"]["2"])),
+    # a retrain from corrections (bench/bench_retrain.py): measured epochs, and the machine-alone estimate
+    "retrain_epochs_measured": (RETRAIN, lambda d: str(d["epochs"])),
+    "retrain_epoch_cpu": (RETRAIN, lambda d: f"{d['cpu_seconds']['finetune'] / d['epochs']:.0f} s"),
+    "retrain_epoch_alone": (RETRAIN, lambda d: f"{d['idle_estimate']['epoch_s']:.0f} s"),
+    "retrain_after": (RETRAIN, lambda d: f"{d['idle_estimate']['after_training_s']:.0f} s"),
+    "retrain_epochs": (RETRAIN, lambda d: str(d["idle_estimate"]["retrain_epochs"])),
+    "retrain_minutes": (RETRAIN, lambda d: f"{d['idle_estimate']['total_s'] / 60:.1f} minutes"),
+    "retrain_wall": (RETRAIN, lambda d: f"{d['seconds']['total'] / 60:.1f} minutes"),
+    "retrain_load": (RETRAIN, lambda d: f"{d['load_average_at_end']:.1f}"),
+    "retrain_accuracy": (RETRAIN, lambda d: pct(d["test_accuracy"])),
+    "retrain_corrections": (RETRAIN, lambda d: f"{d['corrections']['train']:,}"),
 }
 
 

@@ -27,7 +27,7 @@ def bench(tmp_path, *args) -> tuple[str, dict]:
     return r.stdout, {x["name"]: x for x in json.loads(out.read_text())["results"]}
 
 
-@pytest.mark.parametrize("config", ["configs/config.yaml", "configs/stage1.yaml"])
+@pytest.mark.parametrize("config", ["configs/config.yaml", "configs/production/stage1-base.yaml"])
 def test_untrained_takes_the_shape_of_the_config(config, tmp_path):
     from fashioncat.models import count_params, create_model
     from fashioncat.training import load_config
@@ -45,7 +45,7 @@ def test_untrained_takes_the_shape_of_the_config(config, tmp_path):
 
 def test_untrained_defaults_to_the_production_shape(tmp_path):
     stdout, _ = bench(tmp_path, "--untrained")
-    assert "the shape of configs/production.yaml" in stdout
+    assert "the shape of configs/production/stage2.yaml" in stdout
 
 
 def test_trained_folder_without_onnx_files_is_exported(tmp_path):

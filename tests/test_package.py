@@ -27,6 +27,7 @@ def test_import_fashioncat_loads_no_torch():
         "fashioncat.evaluation",
         "fashioncat.gate",
         "fashioncat.quantization",
+        "fashioncat.pipeline",
     ],
 )
 def test_training_module_without_torch_names_the_extra(module):
