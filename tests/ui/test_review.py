@@ -663,7 +663,7 @@ def test_ui_not_a_product_is_an_answer_and_never_a_label(local, photos, tmp_path
     from fashioncat.data import NOT_A_PRODUCT, read_feedback
 
     session = Session(local)
-    _, _, (row,) = session.categorise([("banner.jpg", photos["jpeg"][0])])
+    _, _, (row,) = session.categorise([("banner.jpg", photos["jpeg"][0] + b"\0")])  # a photo no other test corrected
     status, _ = session.pick(row, "Не товар")
     assert status.startswith("Сохранено: Не товар"), status
     saved = local.app.state.feedback.rows(limit=1)[0]
