@@ -640,21 +640,25 @@ def _card_reproduce(m:dict, rec:dict, source)->list[str]:
 
 # %% ../nbs/03_evaluation.ipynb #c7a1d002
 def _card_photos(results:str|Path='bench/results')->list[str]:
-    "The shop-photo benchmark and the not-a-product judgement, from the bench results committed beside the model (if any)."
+    "The shop-photo benchmark and the not-a-product judgement, from the committed bench results (if any)."
     b, o, L = Path(results)/'catalogue_benchmark_extraction.json', Path(results)/'ood.json', []
     if b.is_file():
         from .catalogue import table_md
         t = json.loads(b.read_text())
-        L += ['## Catalogue photos', '', f"Accuracy on {t['n']:,} test images per kind of shop photo ({t['per_class']} per class), rendered by "
-              f"`fashioncat.catalogue` and read by `prepare` as the service reads an upload (`python bench/catalogue_benchmark.py "
-              f"--per-class {t['per_class']}`; commit {t['commit']}):", '', table_md(t), '']
+        L += ['## Catalogue photos', '',
+              f"Accuracy on {t['n']:,} test images per kind of shop photo ({t['per_class']} per class), rendered by "
+              f"`fashioncat.catalogue` and read by `prepare` as the service reads an upload "
+              f"(`python bench/catalogue_benchmark.py --per-class {t['per_class']}`; commit {t['commit']}):",
+              '', table_md(t), '']
     if o.is_file():
         r = json.loads(o.read_text()); m = r['models'].get('fashioncat-int8.onnx') or next(iter(r['models'].values()))
-        L += ['## Not a product', '', f"Products flagged: {m['products_flagged_all_kinds']:.1%} of test photos over all kinds, "
+        L += ['## Not a product', '',
+              f"Products flagged: {m['products_flagged_all_kinds']:.1%} of test photos over all kinds, "
               f"{m['products_flagged']['raw']:.1%} of raw test images; outliers flagged: {m['outliers_flagged']:.1%} "
               f"(`python scripts/calibrate_ood.py --write`, {r['n_outliers']} per kind):", '',
               '| outlier kind | held out of calibration | flagged | AUROC |', '|---|---|---|---|']
-        L += [f"| {k} | {'yes' if v['held_out'] else 'no'} | {v['flagged']:.1%} | {v['auroc']:.3f} |" for k, v in m['outliers'].items()] + ['']
+        L += [f"| {k} | {'yes' if v['held_out'] else 'no'} | {v['flagged']:.1%} | {v['auroc']:.3f} |"
+              for k, v in m['outliers'].items()] + ['']
     return L
 
 # %% ../nbs/03_evaluation.ipynb #5e048c88
