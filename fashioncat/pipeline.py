@@ -23,7 +23,7 @@ __all__ = ['DEFAULT_TRACKING_URI', 'EXPERIMENT', 'MODEL_NAME', 'PIPELINE', 'STEP
            'RETRAIN', 'tracking_uri', 'mlflow_client', 'flat_params', 'epoch_metrics', 'log_training', 'check_pipeline',
            'load_pipeline', 'step_config', 'plan', 'plan_text', 'run_train', 'run_post', 'mcnemar', 'compare', 'losses',
            'comparison_md', 'split_feedback', 'champion_paths', 'write_version', 'local_versions', 'register',
-           'fetch_version', 'candidate_gate', 'ship_files', 'promote', 'run_pipeline', 'pipeline_main',
+           'fetch_version', 'shop_views', 'candidate_gate', 'ship_files', 'promote', 'run_pipeline', 'pipeline_main',
            'retrain_pipeline', 'retrain_main', 'versions_table', 'set_champion', 'adopt', 'registry_main']
 
 # %% ../nbs/06_pipeline.ipynb #791c55ce
@@ -311,6 +311,17 @@ def fetch_version(mlflow, n:int, models:str|Path='models')->Path:
     src = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path='candidate', dst_path=tempfile.mkdtemp())
     return write_version(Path(src), models, n, dict(run_id=mv.run_id, tags=dict(mv.tags)))
 
+# %% ../nbs/06_pipeline.ipynb #c676da7f
+def shop_views(x:np.ndarray, y:np.ndarray, # test images and labels
+               per_class:int=2, # images of each class, each rendered as every kind of shop photo
+              )->tuple[np.ndarray, np.ndarray]:
+    "The 28x28 views `prepare` gives of shop photos of the first `per_class` images of each class, and their labels."
+    from fashioncat.catalogue import SHOP_KINDS, shop_photo
+    from fashioncat.photos import prepare
+    idx = np.concatenate([np.flatnonzero(y == c)[:per_class] for c in np.unique(y)])
+    views = [prepare(shop_photo(x[i], kind, seed=int(i))) for kind in SHOP_KINDS for i in idx]
+    return np.stack(views), np.tile(y[idx], len(SHOP_KINDS))
+
 # %% ../nbs/06_pipeline.ipynb #5fcd67e3
 def candidate_gate(cand:str|Path, models:str|Path='models', holdout:str|Path|None=None, data=None,
                    tol:dict=TOLERANCE, waivers:list|None=None)->dict:
@@ -325,6 +336,7 @@ def candidate_gate(cand:str|Path, models:str|Path='models', holdout:str|Path|Non
         x, y = load_split('test', data); comp['test set'] = compare(pred(onnx, x), pred(champ, x), y, tol)
         xf, yf = read_feedback(holdout) if holdout else (None, [])
         if len(yf): comp['held-out corrections'] = compare(pred(onnx, xf), pred(champ, xf), yf, tol)
+        xs, ys = shop_views(x, y); comp['catalogue photos'] = compare(pred(onnx, xs), pred(champ, xs), ys, tol)
     fails += losses(comp)
     g = dict(passed=not fails, failures=fails, waived=waived, champion=str(champ) if champ.exists() else None,
              shas=shas, tolerance=tol, comparison=comp)
