@@ -178,6 +178,14 @@ FIGURES = {
     "retrain_load": (RETRAIN, lambda d: f"{d['load_average_at_end']:.1f}"),
     "retrain_accuracy": (RETRAIN, lambda d: pct(d["test_accuracy"])),
     "retrain_corrections": (RETRAIN, lambda d: f"{d['corrections']['train']:,}"),
+    "retrain_verdict": (
+        RETRAIN,
+        lambda d: (
+            "passed the gate"
+            if d["gate_passed"]
+            else "was refused by the gate (" + "; ".join(d["gate_failures"]) + "), so it stayed a challenger"
+        ),
+    ),
 }
 
 
