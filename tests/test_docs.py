@@ -50,7 +50,7 @@ def test_readme_is_short_and_says_the_essentials():
         "make test",
         "make serve",
         "curl -F file=@app/examples/1_trouser.png",
-        "docs/ui.png",
+        "docs/ui-queue.png",  # the review queue, the UI a merchandiser works in
         "docs/serving.md",
     ):
         assert must in text, must
