@@ -189,6 +189,45 @@ FIGURES = {
 }
 
 
+# The shop-photo benchmark and the not-a-product judgement, cell by cell (bench/catalogue_benchmark.py,
+# scripts/calibrate_ood.py, bench/prepare_latency.py): the tables in docs/serving.md are made of these.
+BEFORE, NOW = "bench/results/catalogue_benchmark_before.json", "bench/results/catalogue_benchmark_extraction.json"
+OOD, PREP = "bench/results/ood.json", "bench/results/prepare_latency.json"
+SHOP_KINDS = ("raw", "white", "off_white", "sweep", "vignette", "drop_shadow", "reflection", "corner_text", "watermark",
+              "price_sticker", "cut_edge", "small_hires", "noisy_jpeg", "low_light", "dark_bg", "transparent", "exif",
+              "pale", "texture")  # fmt: skip
+OUTLIERS = ("banner", "size_chart", "shapes", "flat", "photo_crop", "digits", "noise", "texture")
+
+
+def _ood(d: dict) -> dict:
+    return d["models"]["fashioncat-int8.onnx"]
+
+
+def _gap(d: dict, k: str) -> str:
+    return "—" if k == "raw" else f"{100 * d['worst_gap'][k]:.1f}"
+
+
+for _k in SHOP_KINDS:
+    FIGURES[f"cat_before_{_k}"] = (BEFORE, lambda d, k=_k: f"{100 * d['accuracy'][k]['int8']:.1f}")
+    FIGURES[f"cat_now_{_k}"] = (NOW, lambda d, k=_k: f"{100 * d['accuracy'][k]['int8']:.1f}")
+    FIGURES[f"cat_gap_{_k}"] = (NOW, lambda d, k=_k: _gap(d, k))
+for _k in OUTLIERS:
+    FIGURES[f"ood_held_{_k}"] = (OOD, lambda d, k=_k: "yes" if _ood(d)["outliers"][k]["held_out"] else "no")
+    FIGURES[f"ood_flagged_{_k}"] = (OOD, lambda d, k=_k: f"{100 * _ood(d)['outliers'][k]['flagged']:.1f}")
+    FIGURES[f"ood_auroc_{_k}"] = (OOD, lambda d, k=_k: f"{_ood(d)['outliers'][k]['auroc']:.3f}")
+FIGURES |= {
+    "cat_before_n": (BEFORE, lambda d: f"{d['n']:,}"),
+    "cat_now_n": (NOW, lambda d: f"{d['n']:,}"),
+    "cat_within": (NOW, lambda d: f"{sum(g <= 0.03 + 1e-9 for g in d['worst_gap'].values())} of {len(d['worst_gap'])}"),
+    "prep_p95": (PREP, lambda d: f"{d['cpu_ms']['this tree']['p95']:.2f} ms"),
+    "prep_p95_before": (PREP, lambda d: f"{d['cpu_ms']['main']['p95']:.2f} ms"),
+    "ood_products": (OOD, lambda d: pct(_ood(d)["products_flagged_all_kinds"], 1)),
+    "ood_products_raw": (OOD, lambda d: pct(_ood(d)["products_flagged"]["raw"], 1)),
+    "ood_outliers": (OOD, lambda d: pct(_ood(d)["outliers_flagged"], 1)),
+    "ood_n": (OOD, lambda d: str(d["n_outliers"])),
+}
+
+
 def _span(d: dict, key: str, fmt: str) -> str:
     "min-max of `key` over every run of a batch_scaling JSON (the 1-minute load average for `loadavg_before`)."
     xs = [r[key][0] if key == "loadavg_before" else r[key] for runs in d["runs"].values() for r in runs]
