@@ -4,7 +4,7 @@
 
 # %% ../nbs/05a_photos.ipynb #f4ea7e0c
 from __future__ import annotations
-import io, re, struct, threading, warnings, zlib
+import functools, io, re, struct, threading, warnings, zlib
 from contextlib import ExitStack
 from pathlib import Path
 import numpy as np
@@ -209,12 +209,16 @@ def _ring(H:int, W:int, b:int)->np.ndarray:
     top = np.arange(b * W); bottom = top + (H - b) * W; mid = np.arange(b, H - b)[:, None] * W
     return np.concatenate([top, bottom, (mid + np.arange(b)).ravel(), (mid + np.arange(W - b, W)).ravel()])
 
+@functools.lru_cache(64)
+def _ring_design(H:int, W:int)->tuple[np.ndarray, np.ndarray]:
+    "The flat indices of the ring pixels read for an H x W image (~1,500 of them), and their terms (cached: sizes repeat)."
+    b = max(1, round(_RING * min(H, W))); step = max(1, 2 * b * (H + W) // 1500)  # plenty for six coefficients
+    idx = np.arange(H * W)[::step] if H * W <= 4 * b * (H + W) else _ring(H, W, b)[::step]; yy, xx = np.divmod(idx, W)
+    return idx, np.stack(_terms(2 * (yy + .5) / H - 1, 2 * (xx + .5) / W - 1), 1)
+
 def _fit_background(g:np.ndarray)->tuple[np.ndarray, float]:
     "A quadratic surface fitted robustly to the border ring of `g` (sweeps, vignettes, casts), and the noise around it."
-    H, W = g.shape; b = max(1, round(_RING * min(H, W)))
-    step = max(1, 2 * b * (H + W) // 1500)  # ~1,500 pixels of the ring are plenty for six coefficients
-    yy, xx = np.divmod(np.arange(H * W)[::step], W) if H * W <= 4 * b * (H + W) else np.divmod(_ring(H, W, b)[::step], W)
-    v = g[yy, xx].astype(np.float64); A = np.stack(_terms(2 * (yy + .5) / H - 1, 2 * (xx + .5) / W - 1), 1)
+    idx, A = _ring_design(*g.shape); v = g.ravel()[idx].astype(np.float64)
     dev = np.abs(v - np.median(v)); keep = dev <= 3 * 1.4826 * np.median(dev) + 2  # not an item cut by the frame's edge
     for _ in range(3):  # refit without what stands out: the item or text touching the edge
         Ak = A[keep]; coef = np.linalg.lstsq(Ak.T @ Ak, Ak.T @ v[keep], rcond=None)[0]; r = np.abs(v - A @ coef)
@@ -236,21 +240,31 @@ def _foreground(im:Image.Image, bg:tuple|None=None, at:tuple[float, float, float
         coef, s = _fit_background(g); d = g - _surface(coef, g.shape, at, g.shape)
         dark = np.clip(-d - 3 * s, 0, None).sum() >= np.clip(d - 3 * s, 0, None).sum()  # which way the item stands out
         bg = (dark, coef, s, g.shape)
+    else: d = g - _surface(bg[1], g.shape, at, bg[3])
     dark, coef, s, fitted = bg
-    d = g - _surface(coef, g.shape, at, fitted)
     return np.clip((-d if dark else d) - 2.5 * s, 0, 255), alpha, bg
 
-def _item_only(fg:np.ndarray)->np.ndarray:
-    "`fg` with the item only: its largest part (by contrast), the parts that reach into its box, and their rims; text, stickers, specks dropped."
+def _halved(fg:np.ndarray)->np.ndarray:
+    "`fg` reduced 2x by the max of each 2x2 block (an odd last row or column dropped)."
+    h, w = fg.shape[0] // 2, fg.shape[1] // 2; return fg[:2 * h, :2 * w].reshape(h, 2, w, 2).max((1, 3))
+
+def _item_mask(fg:np.ndarray)->np.ndarray:
+    "Where the item is: its largest part (by contrast), the parts that reach into its box, and their rims."
     lab, n = ndimage.label(fg > max(8., 0.08 * float(fg.max())), np.ones((3, 3), bool))
-    if n == 0: return fg
+    if n == 0: return np.ones(fg.shape, bool)
     mass = np.bincount(lab.ravel(), fg.ravel(), n + 1)[1:]; boxes = ndimage.find_objects(lab); i = int(mass.argmax())
     (t, b), (l, r) = ((sl.start, sl.stop) for sl in boxes[i]); my, mx = 0.1 * (b - t), 0.1 * (r - l)
     keep = np.zeros(n + 1, bool); keep[i + 1] = True
     for j, (ys, xs) in enumerate(boxes):  # a sandal's straps, a bag's handle: within reach of the main part
         if mass[j] >= 0.03 * mass[i] and ys.stop > t - my and ys.start < b + my and xs.stop > l - mx and xs.start < r + mx: keep[j + 1] = True
     rim = max(1, round(0.1 * max(b - t, r - l)))  # the item's faint edges, at the item's scale whatever the photo's
-    return np.where(ndimage.maximum_filter(keep[lab], size=2 * rim + 1), fg, 0.).astype(np.float32)
+    return ndimage.maximum_filter(keep[lab], size=2 * rim + 1)
+
+def _item_only(fg:np.ndarray)->np.ndarray:
+    "`fg` with the item only (`_item_mask`; text, stickers, specks dropped), the parts found at half size when it is large."
+    if min(fg.shape) < 128: return np.where(_item_mask(fg), fg, np.float32(0))
+    m = _item_mask(_halved(fg)).repeat(2, 0).repeat(2, 1)
+    return np.where(np.pad(m, ((0, fg.shape[0] - m.shape[0]), (0, fg.shape[1] - m.shape[1])), mode='edge'), fg, np.float32(0))
 
 # %% ../nbs/05a_photos.ipynb #7dcdb2e9
 def _view(at, # at(k): the whole upright photo reduced `k` times (1, 2, 4, 8)
