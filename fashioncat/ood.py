@@ -56,7 +56,7 @@ def product_scores(views:np.ndarray, probs:np.ndarray, p:dict)->tuple[np.ndarray
     return 1. / (1. + np.exp(np.clip((d - p['threshold']) / p['scale'], -50, 50))), d <= p['threshold']
 
 # %% ../nbs/05d_ood.ipynb #b381a318
-OUTLIER_KINDS = ('banner', 'size_chart', 'shapes', 'flat', 'photo_crop', 'digits', 'noise', 'texture')
+OUTLIER_KINDS = ('banner', 'size_chart', 'shapes', 'flat', 'photo_crop', 'digits', 'noise', 'texture', 'pattern', 'scribble')
 HELD_OUT = ('digits', 'noise', 'texture', 'size_chart')  # never used to calibrate: reported only
 _BANNERS = ('SALE -50%', 'Скидки до 70%', 'NEW COLLECTION', 'Бесплатная доставка', 'FashionShop', 'ХИТ ПРОДАЖ', '-30%',
             'Распродажа', 'BLACK FRIDAY', 'Весна 2026', 'Подарок при заказе')
@@ -106,6 +106,23 @@ def _photo_crop(rng, W, H):
     t, l = int(rng.integers(0, im.shape[0] - h)), int(rng.integers(0, im.shape[1] - w))
     return np.asarray(Image.fromarray(im[t:t + h, l:l + w]).resize((W, H)), np.float32)
 
+def _pattern(rng, W, H):
+    "A printed pattern: stripes, checks or dots in two colours (wrapping paper, a swatch, a placeholder)."
+    yy, xx = np.mgrid[:H, :W].astype(np.float32); p = rng.uniform(8, 40); k = rng.integers(3)
+    if k == 0: on = np.sin(2 * np.pi * (xx * np.cos(a := rng.uniform(0, np.pi)) + yy * np.sin(a)) / p) > 0
+    elif k == 1: on = ((xx // p) + (yy // p)) % 2 == 0
+    else: on = ((xx % p - p / 2) ** 2 + (yy % p - p / 2) ** 2) < (rng.uniform(0.15, 0.4) * p) ** 2
+    c0, c1 = (np.asarray(rng.integers(0, 256, 3), np.float32) for _ in range(2))
+    return np.where(on[..., None], c1, c0)
+
+def _scribble(rng, W, H):
+    "Pen strokes: a signature, a doodle, an arrow drawn by hand."
+    im = Image.new('RGB', (W, H), _bg(rng)); d = ImageDraw.Draw(im); ink = tuple(int(v) for v in rng.integers(0, 120, 3))
+    for _ in range(int(rng.integers(1, 4))):
+        pts = np.cumsum(rng.normal(0, 0.12, (int(rng.integers(4, 12)), 2)), 0) + rng.uniform(0.3, 0.7, 2)
+        d.line([(float(x) * W, float(y) * H) for x, y in np.clip(pts, 0, 1)], fill=ink, width=int(rng.integers(2, 9)), joint='curve')
+    return np.asarray(im, np.float32)
+
 # %% ../nbs/05d_ood.ipynb #7574db19
 def _digits(rng, W, H):
     "One of scikit-learn's handwritten digits, dark on light (or light on dark), upscaled."
@@ -123,7 +140,8 @@ def _noise(rng, W, H):
     return np.broadcast_to(n, (H, W, 3))
 
 _MAKERS = {'banner': _banner, 'size_chart': _size_chart, 'shapes': _shapes, 'flat': _flat, 'photo_crop': _photo_crop,
-           'digits': _digits, 'noise': _noise, 'texture': lambda rng, W, H: _texture(rng, H, W)}
+           'digits': _digits, 'noise': _noise, 'texture': lambda rng, W, H: _texture(rng, H, W),
+           'pattern': _pattern, 'scribble': _scribble}
 
 def outlier_photo(kind:str, # one of `OUTLIER_KINDS`
                   seed:int=0)->bytes:
