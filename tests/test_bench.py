@@ -99,3 +99,29 @@ def test_big_photos_reports_the_servers_peak_memory(tmp_path):
     assert res["peak_rss_mb"] >= res["idle_rss_mb"] > 50, res
     assert "3 x 2600x2000 RGBA PNG" in r.stdout and "peak" in r.stdout and "small requests p95" in r.stdout
     assert res["json_batches"]["statuses"] == {"200": 2} and res["ready_after"] == 200, res
+
+
+def test_load_compare_takes_medians_and_knows_which_way_is_worse(monkeypatch):
+    "bench/load_compare.py: the median over rounds, after/before, regressed when worse by more than the tolerance."
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import load_compare
+
+    def row(tree, mean, p95, cpu, rss, rps):
+        figures = {"mean_ms": mean, "p95_ms": p95, "p99_ms": 20.0, "cpu_share": cpu, "rss_peak_mb": rss, "max_rps": rps}
+        return {"input": "png", "tree": tree, **figures}
+
+    raw = [row("before", 4.0, 10, 0.20, 300, 800), row("after", 5.6, 10.9, 0.10, 200, 650)]
+    raw += [row("before", 6.0, 10, 0.20, 300, 900), row("after", 99.0, 10.9, 0.10, 200, 700)]
+    raw += [row("before", 5.0, 10, 0.20, 300, 800), row("after", 5.2, 10.9, 0.10, 200, 760)]
+    res = load_compare.summarise(raw, 0.10)
+    assert res["medians"]["png"]["mean_ms"] == {"before": 5.0, "after": 5.6}  # the outlier round does not count
+    ratios = res["ratios"]["png"]
+    assert ratios["mean_ms"] == pytest.approx(1.12) and ratios["p95_ms"] == pytest.approx(1.09)
+    # max_rps falls by 12.5%: worse; CPU and memory fall: better; p95 rises by 9%: within the tolerance
+    assert res["regressed"] == ["png mean_ms", "png max_rps"]
+    assert load_compare.summarise(raw, 0.20)["regressed"] == []
+    args = load_compare.parse_args(["--quick", "--inputs", "jpeg"])
+    assert (args.rounds, args.duration, args.inputs, args.rev) == (1, 5, ["jpeg"], "3f4f23d")
+    for bad in (["--inputs", "png,gif"], ["--rounds", "0"], ["--tolerance", "1.5"]):
+        with pytest.raises(SystemExit):
+            load_compare.parse_args(bad)
