@@ -65,9 +65,9 @@ def main(argv=None) -> dict:
         "--folder", default="models/fashioncat", help="the trained folder whose recipe gives the validation split"
     )
     p.add_argument(
-        "--per-class", type=int, default=3, help="images per class and kind rendered, validation and test each"
+        "--per-class", type=int, default=10, help="images per class and kind rendered, validation and test each"
     )
-    p.add_argument("--n-outliers", type=int, default=40, help="outliers per kind, calibration and test each")
+    p.add_argument("--n-outliers", type=int, default=100, help="outliers per kind, calibration and test each")
     p.add_argument("--fpr", type=float, default=0.015)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--write", action="store_true", help="store the judgement in each model's ONNX metadata")

@@ -5,8 +5,11 @@
 `--n-render` training images (never validation or test) are rendered, each as one kind of `fashioncat.catalogue`
 (kinds in turn, seeds from 1,000,000 so that no benchmark photo is reused) and read back through
 `fashioncat.photos.prepare`; the views are cached in `--cache`. Each batch is half raw training images, half such
-views (horizontal flips as in the recipe); the loss is label-smoothed cross-entropy plus distillation from the
-starting model on the raw half, so the raw accuracy holds. bf16 autocast on CPUs that have it. The folder written
+views (horizontal flips as in the recipe), plus `--oe-batch` outliers (`fashioncat.ood`, the kinds not held out of
+calibration, seeds apart from it). The loss is label-smoothed cross-entropy plus distillation from the starting
+model's answer on the raw image (for a view too: the network learns to answer on the photo what it answered on the
+clean image), plus outlier exposure (cross-entropy to the uniform answer on the outliers, weight `--oe`), which the
+not-a-product judgement reads. bf16 autocast on CPUs that have it. The folder written
 has the starting config with a `finetune` record (time, epochs, validation accuracy raw and as photos); export and
 gate it with `fashioncat_export --model OUT --out DIR` and `fashioncat_gate`.
 """
@@ -27,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from fashioncat.catalogue import SHOP_KINDS, shop_photo
 from fashioncat.data import recipe_split
 from fashioncat.models import load_model, read_config, save_model
+from fashioncat.ood import HELD_OUT, OUTLIER_KINDS, outlier_views
 from fashioncat.photos import ServingError, prepare
 
 SEED0 = 1_000_000
@@ -54,6 +58,25 @@ def batches(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(x.astype(np.float32) / 255.0).unsqueeze(1)
 
 
+def outliers_of(n: int, workers: int) -> np.ndarray:
+    "Views of `n` outliers of the kinds calibration may see (never `HELD_OUT`), seeds from 7,000,000."
+    kinds = [k for k in OUTLIER_KINDS if k not in HELD_OUT]
+    per = -(-n // len(kinds))
+    jobs = [(k, min(100, per - j), 7_000_000 + j) for k in kinds for j in range(0, per, 100)]
+    with ProcessPoolExecutor(workers) as ex:
+        return np.concatenate([v for v, _ in ex.map(_outliers, jobs)])
+
+
+def _outliers(args):
+    return outlier_views(*args)
+
+
+@torch.no_grad()
+def logits_of(model, x, bs=1000) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(batches(x[i : i + bs])).float() for i in range(0, len(x), bs)])
+
+
 @torch.no_grad()
 def accuracy(model, x, y, bs=1000) -> float:
     model.eval()
@@ -71,6 +94,9 @@ def main(argv=None):
     p.add_argument("--bs", type=int, default=256)
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--distill", type=float, default=1.0)
+    p.add_argument("--n-outliers", type=int, default=3000, help="outlier views for outlier exposure (0: none)")
+    p.add_argument("--oe", type=float, default=0.5, help="weight of the outlier-exposure loss")
+    p.add_argument("--oe-batch", type=int, default=48)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cache", default="/tmp/fashioncat_served_views.npz")
@@ -84,15 +110,19 @@ def main(argv=None):
     vsel = np.sort(rng.choice(len(xva), a.n_valid_render, replace=False))
     cache = Path(a.cache)
     if cache.exists() and (d := np.load(cache))["sel"].shape == sel.shape and (d["sel"] == sel).all():
-        vtr, vva = d["vtr"], d["vva"]
+        vtr, vva, vout = d["vtr"], d["vva"], d["vout"]
     else:
         vtr = views_of(xtr, sel, a.workers)
         vva = views_of_valid(xva, vsel, a.workers)
-        np.savez(cache, sel=sel, vtr=vtr, vva=vva)
+        vout = outliers_of(a.n_outliers, a.workers) if a.n_outliers else np.zeros((0, 28, 28), np.uint8)
+        np.savez(cache, sel=sel, vtr=vtr, vva=vva, vout=vout)
     t_render = time.perf_counter() - t0
-    print(f"rendered {len(vtr)} training and {len(vva)} validation views in {t_render:.0f} s", flush=True)
-    model, teacher = load_model(a.model), load_model(a.model)
-    teacher.requires_grad_(False)
+    print(
+        f"rendered {len(vtr)} training, {len(vva)} validation and {len(vout)} outlier views in {t_render:.0f} s",
+        flush=True,
+    )
+    model = load_model(a.model)
+    t_logits = logits_of(model, xtr)  # the starting model's answers on the clean training images
     before = {"valid_raw": accuracy(model, xva, yva), "valid_photos": accuracy(model, vva, yva[vsel])}
     print("before:", before, flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.05)
@@ -108,23 +138,27 @@ def main(argv=None):
         for s in range(steps_per_epoch):
             iv = order[s * half : (s + 1) * half]
             ir = rng.integers(0, len(xtr), half)
-            x = batches(np.concatenate([xtr[ir], vtr[iv]]))
+            io_ = rng.integers(0, len(vout), a.oe_batch if len(vout) else 0)
+            x = batches(np.concatenate([xtr[ir], vtr[iv], vout[io_]]))
             y = torch.from_numpy(np.concatenate([ytr[ir], ytr[sel[iv]]]))
+            zt = torch.cat([t_logits[ir], t_logits[sel[iv]]])
             flip = torch.rand(len(x)) < 0.5
             x[flip] = x[flip].flip(-1)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                z = model(x)
-                with torch.no_grad():
-                    zt = teacher(x[:half])
-            z = z.float()
+                z = model(x).float()
+            z, zo = z[: len(y)], z[len(y) :]
             loss = F.cross_entropy(z, y, label_smoothing=0.1)
-            kd = F.kl_div(F.log_softmax(z[:half] / 2, 1), F.softmax(zt.float() / 2, 1), reduction="batchmean") * 4
-            (loss + a.distill * kd).backward()
+            kd = F.kl_div(F.log_softmax(z / 2, 1), F.softmax(zt / 2, 1), reduction="batchmean") * 4
+            oe = -F.log_softmax(zo, 1).mean() if len(zo) else torch.zeros(())
+            (loss + a.distill * kd + a.oe * oe).backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
             sched.step()
             if s % 20 == 0:
-                print(f"epoch {ep} step {s}/{steps_per_epoch} loss {loss.item():.4f} kd {kd.item():.4f}", flush=True)
+                print(
+                    f"epoch {ep} step {s}/{steps_per_epoch} loss {loss.item():.4f} kd {kd.item():.4f} oe {oe.item():.4f}",
+                    flush=True,
+                )
         h = {
             "epoch": ep,
             "seconds": round(time.perf_counter() - tl, 1),
@@ -160,6 +194,8 @@ def main(argv=None):
         "epochs": a.epochs,
         "lr": a.lr,
         "distill": a.distill,
+        "n_outliers": len(vout),
+        "oe": a.oe,
         "before": before,
         "history": history,
         "hardware": f"CPU, {a.threads} threads, bf16 autocast, nice 5, machine shared with other jobs",
