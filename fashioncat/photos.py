@@ -233,9 +233,15 @@ def _surface(coef:np.ndarray, shape:tuple[int, int], at:tuple[float, float, floa
     return (c[0] + c[2] * u + c[5] * u * u) + (c[1] * t + c[3] * t * t) + c[4] * u * t
 
 # %% ../nbs/05a_photos.ipynb #b6a1c0e0
+_SMOOTH = 0.3  # the photo is smoothed over this share of the frame's short side / 28: grain, weave and noise go, the item stays
+
+def _smoothed(g:np.ndarray, px:float)->np.ndarray:
+    "`g` averaged over `px` x `px` pixels (rounded; unchanged under 2)."
+    n = round(px); return g if n < 2 else ndimage.uniform_filter(g, n, mode='nearest')
+
 def _foreground(im:Image.Image, bg:tuple|None=None, at:tuple[float, float, float]=(0., 0., 1.)):
     "Item light on black (float32), the alpha, and the background (item darker?, surface, noise, fitted size), fitted unless given."
-    g, alpha = _gray(im)
+    g, alpha = _gray(im); g = _smoothed(g, _SMOOTH * min(g.shape if bg is None else bg[3]) / 28 * at[2])
     if bg is None:
         coef, s = _fit_background(g); d = g - _surface(coef, g.shape, at, g.shape)
         dark = np.clip(-d - 3 * s, 0, None).sum() >= np.clip(d - 3 * s, 0, None).sum()  # which way the item stands out
