@@ -56,7 +56,7 @@ def product_scores(views:np.ndarray, probs:np.ndarray, p:dict)->tuple[np.ndarray
     return 1. / (1. + np.exp(np.clip((d - p['threshold']) / p['scale'], -50, 50))), d <= p['threshold']
 
 # %% ../nbs/05d_ood.ipynb #b381a318
-OUTLIER_KINDS = ('banner', 'size_chart', 'shapes', 'flat', 'photo_crop', 'digits', 'noise', 'texture', 'pattern', 'scribble')
+OUTLIER_KINDS = ('banner', 'size_chart', 'shapes', 'flat', 'photo_crop', 'digits', 'noise', 'texture', 'pattern', 'scribble', 'label')
 HELD_OUT = ('digits', 'noise', 'texture', 'size_chart')  # never used to calibrate: reported only
 _BANNERS = ('SALE -50%', 'Скидки до 70%', 'NEW COLLECTION', 'Бесплатная доставка', 'FashionShop', 'ХИТ ПРОДАЖ', '-30%',
             'Распродажа', 'BLACK FRIDAY', 'Весна 2026', 'Подарок при заказе')
@@ -123,6 +123,16 @@ def _scribble(rng, W, H):
         d.line([(float(x) * W, float(y) * H) for x, y in np.clip(pts, 0, 1)], fill=ink, width=int(rng.integers(2, 9)), joint='curve')
     return np.asarray(im, np.float32)
 
+_LABELS = ('S', 'M', 'L', 'XL', 'XXL', '42', '38', '46', '799', '1999', '-20%', '№1', '₽', 'A', 'Б', 'OK', '?', '3', '5', '9')
+
+def _label(rng, W, H):
+    "A size, price or placeholder label: one to four printed characters, large, in one colour."
+    im = Image.new('RGB', (W, H), _bg(rng)); txt = str(rng.choice(_LABELS)); n = int(H * rng.uniform(0.4, 0.8))
+    while font(n).getlength(txt) > 0.9 * W and n > 8: n -= 2
+    cover = _text_layer((W, H), txt, n, (W // 2, H // 2), angle=rng.uniform(-15, 15), bold=rng.random() < 0.5)
+    ink = np.array([255 - c for c in im.getpixel((0, 0))], np.float32); px = np.asarray(im, np.float32)
+    return px * (1 - cover[..., None]) + ink * cover[..., None]
+
 # %% ../nbs/05d_ood.ipynb #7574db19
 def _digits(rng, W, H):
     "One of scikit-learn's handwritten digits, dark on light (or light on dark), upscaled."
@@ -141,7 +151,7 @@ def _noise(rng, W, H):
 
 _MAKERS = {'banner': _banner, 'size_chart': _size_chart, 'shapes': _shapes, 'flat': _flat, 'photo_crop': _photo_crop,
            'digits': _digits, 'noise': _noise, 'texture': lambda rng, W, H: _texture(rng, H, W),
-           'pattern': _pattern, 'scribble': _scribble}
+           'pattern': _pattern, 'scribble': _scribble, 'label': _label}
 
 def outlier_photo(kind:str, # one of `OUTLIER_KINDS`
                   seed:int=0)->bytes:
