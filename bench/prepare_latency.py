@@ -1,6 +1,6 @@
 """Latency of `prepare` on 1-megapixel shop-photo JPEGs, this tree's beside another commit's, in one run on one core.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/prepare_latency.py              # this tree against main
+    OMP_NUM_THREADS=1 .venv/bin/python bench/prepare_latency.py              # this tree against the prepare before shop-photo extraction
     .venv/bin/python bench/prepare_latency.py --ref HEAD~3 --n 300 --json /tmp/latency.json
 
 The photos are `fashioncat.catalogue` shop photos of test images (every kind in turn), resized to about one megapixel
@@ -39,7 +39,11 @@ def megapixel_jpeg(x, kind: str, seed: int) -> bytes:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--ref", default="main", help="the other commit whose fashioncat/photos.py is timed")
+    p.add_argument(
+        "--ref",
+        default="3f4f23d",
+        help="the other commit whose fashioncat/photos.py is timed (default: before extraction)",
+    )
     p.add_argument("--n", type=int, default=200, help="photos (each timed once per version)")
     p.add_argument("--json", default=str(ROOT / "results/prepare_latency.json"))
     a = p.parse_args(argv)
