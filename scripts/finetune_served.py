@@ -32,6 +32,7 @@ from fashioncat.data import recipe_split
 from fashioncat.models import load_model, read_config, save_model
 from fashioncat.ood import HELD_OUT, OUTLIER_KINDS, outlier_views
 from fashioncat.photos import ServingError, prepare
+from fashioncat.training import git_commit
 
 SEED0 = 1_000_000
 
@@ -185,6 +186,7 @@ def main(argv=None):
             "class_names_ru",
         )
     }
+    extra["commit"] = git_commit(ROOT)  # the code that fine-tuned it: the model's version
     extra["finetune"] = {
         "from": str(a.model),
         "command": " ".join(sys.argv),
