@@ -539,10 +539,11 @@ def _card_finetune(ft:dict|None)->list[str]:
     if not ft: return []
     h = ft['history'][-1]; b = ft['before']
     return ['### Trained on what is served', '',
-            f"Then fine-tuned for {ft['epochs']} epochs on {ft['n_render']:,} training images rendered as shop photos and read "
-            f"by `prepare`, beside the raw ones, with {ft.get('n_outliers', 0):,} outliers for outlier exposure "
-            f"(`{ft['command']}`), in {ft['seconds'] / 60:.1f} minutes ({ft['hardware']}). Validation accuracy: raw "
-            f"{_f(b['valid_raw'])} → {_f(h['valid_raw'])}, as shop photos {_f(b['valid_photos'])} → {_f(h['valid_photos'])}.", '']
+            f"Then fine-tuned for {ft['epochs']} epochs on {ft['n_render']:,} training images rendered as shop "
+            f"photos and read by `prepare`, beside the raw ones, with {ft.get('n_outliers', 0):,} outliers for "
+            f"outlier exposure (`{ft['command']}`), in {ft['seconds'] / 60:.1f} minutes ({ft['hardware']}). "
+            f"Validation accuracy: raw {_f(b['valid_raw'])} → {_f(h['valid_raw'])}, as shop photos "
+            f"{_f(b['valid_photos'])} → {_f(h['valid_photos'])}.", '']
 
 # %% ../nbs/03_evaluation.ipynb #571ac125
 def _card_classes(m:dict, cfg:dict)->list[str]:
