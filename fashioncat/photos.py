@@ -252,7 +252,8 @@ def _foreground(im:Image.Image, bg:tuple|None=None, at:tuple[float, float, float
 
 def _halved(fg:np.ndarray)->np.ndarray:
     "`fg` reduced 2x by the max of each 2x2 block (an odd last row or column dropped)."
-    h, w = fg.shape[0] // 2, fg.shape[1] // 2; return fg[:2 * h, :2 * w].reshape(h, 2, w, 2).max((1, 3))
+    H, W = fg.shape[0] // 2 * 2, fg.shape[1] // 2 * 2  # four strided maxima: a reduction over axes (1, 3) is 10x slower
+    return np.maximum(np.maximum(fg[0:H:2, 0:W:2], fg[1:H:2, 0:W:2]), np.maximum(fg[0:H:2, 1:W:2], fg[1:H:2, 1:W:2]))
 
 def _item_mask(fg:np.ndarray)->np.ndarray:
     "Where the item is: its largest part (by contrast), the parts that reach into its box, and their rims."
