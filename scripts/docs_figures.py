@@ -24,6 +24,7 @@ LOAD = "bench/results/load_test.json"  # make load-test (one worker, UI mounted;
 LOAD_EPYC = "bench/results/load_test_amd-epyc.json"  # the same on an AMD EPYC
 LOAD_2W = "bench/results/load_test_2workers.json"  # two workers, API only
 BIG = "bench/results/big_photos_amd-epyc.json"  # bench/big_photos.py
+BUDGET = "bench/results/big_photos.json"  # the same with the memory budget, in bursts
 SWAP = "bench/results/swap_load.json"  # bench/swap_load.py: hot swaps under load
 RESUME = "bench/results/catalogue_resume.json"  # bench/catalogue_resume.py: a catalogue killed, interrupted, resumed
 SCALING = "bench/results/batch_scaling.json"  # bench/batch_scaling.py: fashioncat_predict with 1 and 2 workers
@@ -140,6 +141,15 @@ FIGURES = {
     "big_peak_rss": (BIG, lambda d: f"{d['peak_rss_mb']:,} MB"),
     "big_rss_after": (BIG, lambda d: f"{d['rss_after_mb']:,} MB"),
     "big_wall": (BIG, lambda d: f"{d['wall_s']:.1f} s"),
+    # the memory budget under bursts (bench/big_photos.py with FASHIONCAT_MEMORY_BUDGET_MB on this machine)
+    "budget_idle_rss": (BUDGET, lambda d: f"{d['idle_rss_mb']:,} MB"),
+    "budget_peak_rss": (BUDGET, lambda d: f"{d['peak_rss_mb']:,} MB"),
+    "budget_photos": (BUDGET, lambda d: "{} / {}".format(*(d["photos"]["statuses"].get(s, 0) for s in ("200", "503")))),
+    "budget_batches": (
+        BUDGET,
+        lambda d: "{} / {}".format(*(d["json_batches"]["statuses"].get(s, 0) for s in ("200", "503"))),
+    ),
+    "budget_small_p95": (BUDGET, lambda d: f"{d['small_idle']['p95_ms']} / {d['small_during']['p95_ms']} ms"),
     # hot swaps under load (bench/swap_load.py)
     "swap_date": (SWAP, lambda d: d["date"]),
     "swap_n": (SWAP, lambda d: str(len(d["swaps"]))),
@@ -227,6 +237,28 @@ FIGURES |= {
     "ood_outliers": (OOD, lambda d: pct(_ood(d)["outliers_flagged"], 1)),
     "ood_held": (OOD, lambda d: pct(_ood(d)["held_out_flagged"], 1)),
     "ood_n": (OOD, lambda d: str(d["n_outliers"])),
+}
+
+
+# The load test before and after shop-photo extraction and the not-a-product judgement (bench/load_compare.py).
+COMPARE = "bench/results/load_compare.json"
+
+
+def _lc(d: dict, inp: str, fig: str) -> str:
+    "before → after (the ratio) of one figure of the comparison."
+    m, r = d["medians"][inp][fig], d["ratios"][inp][fig]
+    f = {"cpu_share": "{:.1%}", "rss_peak_mb": "{:.0f} MB", "max_rps": "{:.0f}/s"}.get(fig, "{:.1f} ms")
+    return f"{f.format(m['before'])} → {f.format(m['after'])} (x{r:.2f})"
+
+
+for _i in ("png", "jpeg"):
+    for _f in ("mean_ms", "p95_ms", "cpu_share", "rss_peak_mb", "max_rps"):
+        FIGURES[f"lc_{_i}_{_f}"] = (COMPARE, lambda d, i=_i, f=_f: _lc(d, i, f))
+FIGURES |= {
+    "lc_rounds": (COMPARE, lambda d: str(d["rounds"])),
+    "lc_before": (COMPARE, lambda d: d["before"]["rev"]),
+    "lc_after": (COMPARE, lambda d: d["after"]["commit"]),
+    "lc_regressed": (COMPARE, lambda d: ", ".join(d["regressed"]) or "none"),
 }
 
 
