@@ -77,7 +77,7 @@ def _ood_params(path:Path, sess:ort.InferenceSession)->dict|None:
     try: p = json.loads(s)
     except json.JSONDecodeError as e: raise ModelError(f'{path}: metadata fashioncat.ood is not valid JSON ({e})') from e
     if not {'mu', 'sd', 'means', 'precision', 'threshold', 'scale'} <= set(p): raise ModelError(f'{path}: fashioncat.ood lacks its parameters')
-    return p
+    return {k: np.asarray(v, np.float32) if isinstance(v, list) else v for k, v in p.items()}  # arrays once, not per answer
 
 def _read_info(path:Path, sess:ort.InferenceSession)->ModelInfo:
     meta = sess.get_modelmeta().custom_metadata_map
