@@ -16,16 +16,17 @@ __all__ = ['STAT_NAMES', 'OUTLIER_KINDS', 'HELD_OUT', 'view_stats', 'ood_feature
 
 # %% ../nbs/05d_ood.ipynb #7f512572
 STAT_NAMES = ('fill', 'mean', 'edges', 'parts', 'extent')
+_EIGHT = np.ones((3, 3), bool)  # 8-connected parts
 
 def view_stats(v:np.ndarray, # views uint8 [N,28,28]
               )->np.ndarray:
     "Per view: the share of lit pixels, the mean level, edges per unit of ink (text-likeness), log parts, and the box's short/long side."
-    x = np.asarray(v, np.float32).reshape(-1, 28, 28) / 255.; on = x > 0.2
-    edges = (np.abs(np.diff(x, axis=1)).sum((1, 2)) + np.abs(np.diff(x, axis=2)).sum((1, 2))) / (x.sum((1, 2)) + 1.)
-    parts = np.array([ndimage.label(o, np.ones((3, 3), bool))[1] for o in on], np.float32)
+    x = np.asarray(v, np.float32).reshape(-1, 28, 28) / np.float32(255.); on = x > 0.2; ink = x.sum((1, 2))
+    edges = (np.abs(x[:, 1:] - x[:, :-1]).sum((1, 2)) + np.abs(x[:, :, 1:] - x[:, :, :-1]).sum((1, 2))) / (ink + 1.)
+    parts = np.array([ndimage.label(o, _EIGHT)[1] for o in on], np.float32)
     rows, cols = on.any(2).sum(1), on.any(1).sum(1)
     extent = np.minimum(rows, cols) / np.maximum(np.maximum(rows, cols), 1)
-    return np.stack([on.mean((1, 2)), x.mean((1, 2)), edges, np.log1p(parts), extent], 1).astype(np.float32)
+    return np.stack([on.sum((1, 2)) / np.float32(784.), ink / np.float32(784.), edges, np.log1p(parts), extent], 1).astype(np.float32)
 
 def ood_features(views:np.ndarray, probs:np.ndarray)->np.ndarray:
     "The model's log-probabilities (clipped) beside the views' statistics: [N, C + 5]."
