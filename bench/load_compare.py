@@ -232,7 +232,11 @@ def finite(o):
 def parse_args(argv=None):
     d = lt.parse_args([])  # load_test's defaults for the phases it runs
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rev", default="3f4f23d", help="BEFORE: a git revision (default: before shop photos and OOD)")
+    ap.add_argument(
+        "--rev",
+        default="547d33d",
+        help="BEFORE: a git revision (default: main just before shop photos and OOD were merged)",
+    )
     ap.add_argument("--rounds", type=int, default=2, help="BEFORE, AFTER pairs per input")
     ap.add_argument("--tolerance", type=float, default=0.10, help="worse by more than this fraction: regressed")
     ap.add_argument("--rate", type=float, default=d.rate, help="fixed-phase rate, requests/s")
