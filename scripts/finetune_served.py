@@ -39,18 +39,18 @@ SEED0 = 1_000_000
 
 def render(args) -> np.ndarray:
     "Views of images `xs` (their indices `idx` pick kind and seed); a refused photo keeps the raw image."
-    xs, idx = args
+    xs, idx, kinds, seed0 = args
     out = []
     for x, i in zip(xs, idx):
         try:
-            out.append(prepare(shop_photo(x, SHOP_KINDS[int(i) % len(SHOP_KINDS)], seed=SEED0 + int(i))))
+            out.append(prepare(shop_photo(x, kinds[int(i) % len(kinds)], seed=seed0 + int(i))))
         except ServingError:
             out.append(x)
     return np.stack(out)
 
 
-def views_of(x: np.ndarray, idx: np.ndarray, workers: int) -> np.ndarray:
-    jobs = [(x[idx[j : j + 250]], idx[j : j + 250]) for j in range(0, len(idx), 250)]
+def views_of(x: np.ndarray, idx: np.ndarray, workers: int, kinds=SHOP_KINDS, seed0: int = SEED0) -> np.ndarray:
+    jobs = [(x[idx[j : j + 250]], idx[j : j + 250], kinds, seed0) for j in range(0, len(idx), 250)]
     with ProcessPoolExecutor(workers) as ex:
         return np.concatenate(list(ex.map(render, jobs)))
 
@@ -101,6 +101,14 @@ def main(argv=None):
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cache", default="/tmp/fashioncat_served_views.npz")
+    p.add_argument(
+        "--seed0", type=int, default=SEED0, help="first render seed (a further round: new photos of the same images)"
+    )
+    p.add_argument(
+        "--more-kinds",
+        default="",
+        help="comma-separated kinds rendered once more per cycle of all kinds (the hard ones)",
+    )
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
@@ -110,13 +118,22 @@ def main(argv=None):
     sel = np.sort(rng.choice(len(xtr), a.n_render, replace=False))
     vsel = np.sort(rng.choice(len(xva), a.n_valid_render, replace=False))
     cache = Path(a.cache)
-    if cache.exists() and (d := np.load(cache))["sel"].shape == sel.shape and (d["sel"] == sel).all():
+    kinds = SHOP_KINDS + tuple(k for k in a.more_kinds.split(",") if k)
+    if unknown := set(kinds) - set(SHOP_KINDS):
+        p.error(f"--more-kinds: unknown kinds {sorted(unknown)}; the kinds are {', '.join(SHOP_KINDS)}")
+    key = np.array([a.seed0, len(kinds)])
+    if (
+        cache.exists()
+        and (d := np.load(cache))["sel"].shape == sel.shape
+        and (d["sel"] == sel).all()
+        and (d["key"] == key).all()
+    ):
         vtr, vva, vout = d["vtr"], d["vva"], d["vout"]
     else:
-        vtr = views_of(xtr, sel, a.workers)
+        vtr = views_of(xtr, sel, a.workers, kinds, a.seed0)
         vva = views_of_valid(xva, vsel, a.workers)
         vout = outliers_of(a.n_outliers, a.workers) if a.n_outliers else np.zeros((0, 28, 28), np.uint8)
-        np.savez(cache, sel=sel, vtr=vtr, vva=vva, vout=vout)
+        np.savez(cache, sel=sel, key=key, vtr=vtr, vva=vva, vout=vout)
     t_render = time.perf_counter() - t0
     print(
         f"rendered {len(vtr)} training, {len(vva)} validation and {len(vout)} outlier views in {t_render:.0f} s",
@@ -193,6 +210,8 @@ def main(argv=None):
         "seconds": round(secs, 1),
         "render_seconds": round(t_render, 1),
         "n_render": a.n_render,
+        "seed0": a.seed0,
+        "kinds": list(kinds),
         "epochs": a.epochs,
         "lr": a.lr,
         "distill": a.distill,
@@ -210,7 +229,9 @@ def main(argv=None):
 
 def views_of_valid(xva, vsel, workers):
     "Validation views, seeds apart from the training ones."
-    jobs = [(xva[vsel[j : j + 250]], vsel[j : j + 250] + 2_000_000) for j in range(0, len(vsel), 250)]
+    jobs = [
+        (xva[vsel[j : j + 250]], vsel[j : j + 250] + 2_000_000, SHOP_KINDS, SEED0) for j in range(0, len(vsel), 250)
+    ]
     with ProcessPoolExecutor(workers) as ex:
         return np.concatenate(list(ex.map(render, jobs)))
 
