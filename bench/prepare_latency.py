@@ -41,8 +41,8 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument(
         "--ref",
-        default="3f4f23d",
-        help="the other commit whose fashioncat/photos.py is timed (default: before extraction)",
+        default="547d33d",
+        help="the other commit whose fashioncat/photos.py is timed (default: main before shop-photo extraction was merged)",
     )
     p.add_argument("--n", type=int, default=200, help="photos (each timed once per version)")
     p.add_argument("--json", default=str(ROOT / "results/prepare_latency.json"))
