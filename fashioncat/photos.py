@@ -227,7 +227,7 @@ def _fit_background(g:np.ndarray)->tuple[np.ndarray, float]:
         s = 1.4826 * float(np.median(r[keep])) + 0.5; keep = r <= max(3 * s, float(np.median(r)))
     return coef, s
 
-def _surface(coef:np.ndarray, shape:tuple[int, int], at:tuple[float, float, float], fitted:tuple[int, int])->np.ndarray:
+def _surface(coef:np.ndarray, shape:tuple[int, int], at:tuple[float, float, float], fitted:tuple[int, int])->np.ndarray|np.float32:
     "The fitted surface over a window of `shape` whose origin (rows, columns) and scale `at` are relative to the `fitted` image."
     if not coef[1:].any(): return np.float32(coef[0])  # a plain backdrop: one level
     oy, ox, f = at; H, W = fitted
