@@ -3,7 +3,8 @@
     nice -n 5 .venv/bin/python scripts/finetune_served.py --out models/candidates/served > finetune.log 2>&1 &
 
 `--n-render` training images (never validation or test) are rendered, each as one kind of `fashioncat.catalogue`
-(kinds in turn, seeds from 1,000,000 so that no benchmark photo is reused) and read back through
+(kinds in turn, those in `--more-kinds` once more a turn; seeds from `--seed0`, 1,000,000 by default, so that no
+benchmark photo is reused, and a further round can draw new photos of the same images) and read back through
 `fashioncat.photos.prepare`; the views are cached in `--cache`. Each batch is half raw training images, half such
 views (horizontal flips as in the recipe), plus `--oe-batch` outliers (`fashioncat.ood`, the kinds not held out of
 calibration, seeds apart from it). The loss is label-smoothed cross-entropy plus distillation from the starting
@@ -121,11 +122,13 @@ def main(argv=None):
     kinds = SHOP_KINDS + tuple(k for k in a.more_kinds.split(",") if k)
     if unknown := set(kinds) - set(SHOP_KINDS):
         p.error(f"--more-kinds: unknown kinds {sorted(unknown)}; the kinds are {', '.join(SHOP_KINDS)}")
-    key = np.array([a.seed0, len(kinds)])
+    key = np.array([str(a.seed0), *kinds])  # the photos: their first seed and the kinds in turn
     if (
         cache.exists()
         and (d := np.load(cache))["sel"].shape == sel.shape
         and (d["sel"] == sel).all()
+        and "key" in d.files
+        and d["key"].shape == key.shape
         and (d["key"] == key).all()
     ):
         vtr, vva, vout = d["vtr"], d["vva"], d["vout"]
