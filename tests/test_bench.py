@@ -121,7 +121,7 @@ def test_load_compare_takes_medians_and_knows_which_way_is_worse(monkeypatch):
     assert res["regressed"] == ["png mean_ms", "png max_rps"]
     assert load_compare.summarise(raw, 0.20)["regressed"] == []
     args = load_compare.parse_args(["--quick", "--inputs", "jpeg"])
-    assert (args.rounds, args.duration, args.inputs, args.rev) == (1, 5, ["jpeg"], "3f4f23d")
+    assert (args.rounds, args.duration, args.inputs, args.rev) == (1, 5, ["jpeg"], "547d33d")
     for bad in (["--inputs", "png,gif"], ["--rounds", "0"], ["--tolerance", "1.5"]):
         with pytest.raises(SystemExit):
             load_compare.parse_args(bad)

@@ -61,16 +61,18 @@ def test_api_answers_carry_is_product(model_path, tmp_path, test_set):
     x, _ = test_set
     b = io.BytesIO()
     Image.fromarray(x[0]).save(b, "PNG")
-    flat = outlier_photo("flat", 1)
+    shapes, flat = outlier_photo("shapes", 1), outlier_photo("flat", 1)
     with TestClient(create_app(Settings(model_path=str(model_path), data_dir=str(tmp_path / "fb")), ui=False)) as c:
         r = c.post("/predict", files={"file": ("a.png", b.getvalue(), "image/png")}).json()
         assert {"is_product", "product_score"} <= set(r)
         if Engine(model_path).ood is not None:
             assert r["is_product"] is True and 0.5 <= r["product_score"] <= 1
-            f = c.post("/predict", files={"file": ("f.jpg", flat, "image/jpeg")}).json()
+            f = c.post("/predict", files={"file": ("s.jpg", shapes, "image/jpeg")}).json()
             assert f["is_product"] is False and f["needs_review"] is True
-            items = c.post("/predict/batch", files=[("files", ("f.jpg", flat, "image/jpeg"))]).json()["results"]
+            items = c.post("/predict/batch", files=[("files", ("s.jpg", shapes, "image/jpeg"))]).json()["results"]
             assert items[0]["is_product"] is False
+        f = c.post("/predict", files={"file": ("f.jpg", flat, "image/jpeg")})  # an empty frame: no item to categorise
+        assert f.status_code == 422 and f.json()["error"] == "no_item"
 
 
 def test_prepare_reads_the_renderer_deterministically():
