@@ -8,7 +8,7 @@ import io, json
 import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
-from .catalogue import _text_layer, _texture, font
+from .catalogue import _ink, _text_layer, _texture, font
 
 # %% auto #0
 __all__ = ['STAT_NAMES', 'OUTLIER_KINDS', 'HELD_OUT', 'view_stats', 'ood_features', 'fit_ood', 'ood_distance', 'product_scores',
@@ -70,8 +70,7 @@ def _banner(rng, W, H):
     im = Image.new('RGB', (W, H), _bg(rng)); txt = str(rng.choice(_BANNERS)); n = int(H * rng.uniform(0.15, 0.35))
     while font(n).getlength(txt) > 0.9 * W and n > 8: n -= 2
     cover = _text_layer((W, H), txt, n, (W // 2, int(H * rng.uniform(0.3, 0.7))), bold=rng.random() < 0.5)
-    ink = np.array([255 - c for c in im.getpixel((0, 0))], np.float32); px = np.asarray(im, np.float32)
-    return px * (1 - cover[..., None]) + ink * cover[..., None]
+    return _ink(np.asarray(im, np.float32), cover, [255 - c for c in im.getpixel((0, 0))])  # the backdrop's opposite
 
 def _size_chart(rng, W, H):
     "A size chart: a grid of numbers with ruled lines."
@@ -131,8 +130,7 @@ def _label(rng, W, H):
     im = Image.new('RGB', (W, H), _bg(rng)); txt = str(rng.choice(_LABELS)); n = int(H * rng.uniform(0.4, 0.8))
     while font(n).getlength(txt) > 0.9 * W and n > 8: n -= 2
     cover = _text_layer((W, H), txt, n, (W // 2, H // 2), angle=rng.uniform(-15, 15), bold=rng.random() < 0.5)
-    ink = np.array([255 - c for c in im.getpixel((0, 0))], np.float32); px = np.asarray(im, np.float32)
-    return px * (1 - cover[..., None]) + ink * cover[..., None]
+    return _ink(np.asarray(im, np.float32), cover, [255 - c for c in im.getpixel((0, 0))])  # the backdrop's opposite
 
 # %% ../nbs/05d_ood.ipynb #7574db19
 def _digits(rng, W, H):
