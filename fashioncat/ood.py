@@ -11,54 +11,97 @@ from scipy import ndimage
 from .catalogue import _ink, _text_layer, _texture, font
 
 # %% auto #0
-__all__ = ['STAT_NAMES', 'OUTLIER_KINDS', 'HELD_OUT', 'view_stats', 'ood_features', 'fit_ood', 'ood_distance', 'product_scores',
-           'outlier_photo', 'outlier_views', 'auroc']
+__all__ = ['STAT_NAMES', 'OUTLIER_KINDS', 'HELD_OUT', 'view_stats', 'ood_features', 'rank_knots', 'ranks_table', 'normal_scores',
+           'fit_ood', 'ood_distance', 'product_scores', 'outlier_photo', 'outlier_views', 'auroc']
 
 # %% ../nbs/05d_ood.ipynb #7f512572
-STAT_NAMES = ('fill', 'mean', 'edges', 'parts', 'extent')
+STAT_NAMES = ('fill', 'mean', 'edges', 'parts', 'extent', 'sharpness', 'detail')
 _EIGHT = np.ones((3, 3), bool)  # 8-connected parts
 
 def view_stats(v:np.ndarray, # views uint8 [N,28,28]
               )->np.ndarray:
-    "Per view: the share of lit pixels, the mean level, edges per unit of ink (text-likeness), log parts, and the box's short/long side."
+    "Per view (`STAT_NAMES`): lit share, mean level, edges per ink (text-likeness), log parts, box short/long side, steepest step, |Laplacian| per ink."
     x = np.asarray(v, np.float32).reshape(-1, 28, 28) / np.float32(255.); on = x > 0.2; ink = x.sum((1, 2))
-    edges = (np.abs(x[:, 1:] - x[:, :-1]).sum((1, 2)) + np.abs(x[:, :, 1:] - x[:, :, :-1]).sum((1, 2))) / (ink + 1.)
+    dy, dx = np.abs(x[:, 1:] - x[:, :-1]), np.abs(x[:, :, 1:] - x[:, :, :-1])
+    edges = (dy.sum((1, 2)) + dx.sum((1, 2))) / (ink + 1.)
+    sharp = np.maximum(dy.reshape(len(x), -1).max(1, initial=0), dx.reshape(len(x), -1).max(1, initial=0))  # a photo's item: a crisp silhouette
+    lap = np.abs(4 * x[:, 1:-1, 1:-1] - x[:, :-2, 1:-1] - x[:, 2:, 1:-1] - x[:, 1:-1, :-2] - x[:, 1:-1, 2:]).sum((1, 2)) / (ink + 1.)
     parts = np.array([ndimage.label(o, _EIGHT)[1] for o in on], np.float32)
     rows, cols = on.any(2).sum(1), on.any(1).sum(1)
     extent = np.minimum(rows, cols) / np.maximum(np.maximum(rows, cols), 1)
-    return np.stack([on.sum((1, 2)) / np.float32(784.), ink / np.float32(784.), edges, np.log1p(parts), extent], 1).astype(np.float32)
+    return np.stack([on.sum((1, 2)) / np.float32(784.), ink / np.float32(784.), edges, np.log1p(parts), extent, sharp, lap], 1).astype(np.float32)
 
-def ood_features(views:np.ndarray, probs:np.ndarray)->np.ndarray:
-    "The model's log-probabilities (clipped) beside the views' statistics: [N, C + 5]."
-    return np.concatenate([np.log(np.clip(probs, 1e-6, 1)), view_stats(views)], 1).astype(np.float32)
+def ood_features(views:np.ndarray, probs:np.ndarray, stats:tuple=STAT_NAMES)->np.ndarray:
+    "The model's log-probabilities (clipped) beside the views' statistics named in `stats`: [N, C + len(stats)]."
+    s = view_stats(views)[:, [STAT_NAMES.index(n) for n in stats]]
+    return np.concatenate([np.log(np.clip(probs, 1e-6, 1)), s], 1).astype(np.float32)
+
 
 # %% ../nbs/05d_ood.ipynb #aa9fa32e
+_RANKS = np.linspace(0.002, 0.998, 41)  # the products' quantiles kept for each statistic
+
+def rank_knots(x:np.ndarray, # statistics of real products [N,S]
+              )->list:
+    "Per column: the products' distinct quantiles (`_RANKS`) and their normal scores, as `normal_scores` reads them; JSON-ready."
+    from scipy.stats import norm
+    q, z = np.quantile(x, _RANKS, axis=0), norm.ppf(_RANKS); out = []
+    for j in range(x.shape[1]): k, i = np.unique(q[:, j], return_index=True); out.append([k.tolist(), z[i].tolist()])
+    return out
+
+def ranks_table(knots:list)->tuple:
+    "`rank_knots` as arrays [S, L] for `normal_scores`: knots (padded with +inf), their normal scores, each segment's slope; and the last segment of each."
+    S, L = len(knots), max([2] + [len(k) for k, _ in knots]); K, Z, G = np.full((S, L), np.inf), np.zeros((S, L)), np.zeros((S, L))
+    last = np.zeros(S, int)
+    for j, (k, z) in enumerate(knots):
+        k, z = np.asarray(k, float), np.asarray(z, float); K[j, :len(k)] = k
+        if len(k) < 2: continue  # a constant among the products: no scale to measure by, its score stays 0
+        Z[j, :len(k)] = z; G[j, :len(k) - 1] = np.diff(z) / np.diff(k); last[j] = len(k) - 2
+    return K, Z, G, last
+
+def normal_scores(x:np.ndarray, # statistics [N,S]
+                  table:list|tuple, # `rank_knots`, or its `ranks_table`
+                 )->np.ndarray:
+    "Each column of `x` as the normal score of its rank among the products, piecewise linear, the end pieces extended."
+    K, Z, G, last = table if isinstance(table, tuple) else ranks_table(table); j = np.arange(K.shape[0])
+    s = np.clip((x[:, :, None] >= K[None]).sum(2) - 1, 0, last)  # the segment each value falls in
+    return (Z[j, s] + (x - K[j, s]) * G[j, s]).astype(np.float32)
+
+def _with_ranks(feats:np.ndarray, p:dict)->np.ndarray:
+    "The features with their statistics' normal scores beside them, when the parameters have them."
+    t = p.get('ranks')
+    if t is None or len(t) == 0: return feats
+    n = t[0].shape[0] if isinstance(t, tuple) else len(t)
+    return np.concatenate([feats, normal_scores(feats[:, feats.shape[1] - n:], t)], 1)
+
 def fit_ood(feats:np.ndarray, # features of real products [N,F] (`ood_features`)
             probs:np.ndarray, # their probabilities [N,C]: the category each was given
             fpr:float=0.015, # share of these products that will be flagged
+            stats:tuple=STAT_NAMES, # the view statistics ending `feats`, recorded for `product_scores`
            )->dict:
-    "The score's parameters: feature scaling, per-category means, shared precision, threshold and scale; JSON-ready."
-    mu, sd = feats.mean(0), feats.std(0) + 1e-3; z = (feats - mu) / sd; c = probs.argmax(1)
+    "The score's parameters: the statistics used, their ranks, feature scaling, per-category means, shared precision, threshold and scale; JSON-ready."
+    p = {'stats': list(stats), 'ranks': rank_knots(feats[:, feats.shape[1] - len(stats):]) if len(stats) else []}
+    f = _with_ranks(feats, p); mu, sd = f.mean(0), f.std(0) + 1e-3; z = (f - mu) / sd; c = probs.argmax(1)
     means = np.stack([z[c == k].mean(0) if (c == k).sum() > 1 else z.mean(0) for k in range(probs.shape[1])])
     r = z - means[c]; cov = r.T @ r / len(r) + 0.05 * np.eye(z.shape[1])
-    p = {'mu': mu.tolist(), 'sd': sd.tolist(), 'means': means.tolist(), 'precision': np.linalg.inv(cov).tolist()}
+    p |= {'mu': mu.tolist(), 'sd': sd.tolist(), 'means': means.tolist(), 'precision': np.linalg.inv(cov).tolist()}
     d = ood_distance(feats, p); p['threshold'] = float(np.quantile(d, 1 - fpr)); p['scale'] = float(max(1., 0.1 * p['threshold']))
     return p
 
 def ood_distance(feats:np.ndarray, p:dict)->np.ndarray:
-    "The Mahalanobis distance of each row to the nearest category's products."
-    z = (feats - np.asarray(p['mu'], np.float32)) / np.asarray(p['sd'], np.float32)
+    "The Mahalanobis distance of each row (its statistics' ranks added) to the nearest category's products."
+    z = (_with_ranks(feats, p) - np.asarray(p['mu'], np.float32)) / np.asarray(p['sd'], np.float32)
     r = z[:, None] - np.asarray(p['means'], np.float32)[None]; P = np.asarray(p['precision'], np.float32)
     return np.sqrt(np.einsum('nkf,fg,nkg->nk', r, P, r).min(1))
 
 def product_scores(views:np.ndarray, probs:np.ndarray, p:dict)->tuple[np.ndarray, np.ndarray]:
     "Each image's product score in [0,1] (0.5 at the threshold) and whether it is a product."
-    d = ood_distance(ood_features(views, probs), p)
+    d = ood_distance(ood_features(views, probs, p.get('stats', STAT_NAMES[:5])), p)  # metadata written before 'stats': the first five
     return 1. / (1. + np.exp(np.clip((d - p['threshold']) / p['scale'], -50, 50))), d <= p['threshold']
 
 # %% ../nbs/05d_ood.ipynb #b381a318
-OUTLIER_KINDS = ('banner', 'size_chart', 'shapes', 'flat', 'photo_crop', 'digits', 'noise', 'texture', 'pattern', 'scribble', 'label')
-HELD_OUT = ('digits', 'noise', 'texture', 'size_chart')  # never used to calibrate: reported only
+OUTLIER_KINDS = ('banner', 'size_chart', 'shapes', 'flat', 'photo_crop', 'digits', 'noise', 'texture', 'pattern', 'scribble', 'label',
+                 'barcode', 'icon')
+HELD_OUT = ('digits', 'noise', 'texture', 'size_chart', 'barcode', 'icon')  # never used to calibrate or train: reported only
 _BANNERS = ('SALE -50%', 'Скидки до 70%', 'NEW COLLECTION', 'Бесплатная доставка', 'FashionShop', 'ХИТ ПРОДАЖ', '-30%',
             'Распродажа', 'BLACK FRIDAY', 'Весна 2026', 'Подарок при заказе')
 
@@ -148,9 +191,34 @@ def _noise(rng, W, H):
     if rng.random() < 0.5: n = ndimage.gaussian_filter(n, (rng.uniform(1, 8),) * 2 + (0,))
     return np.broadcast_to(n, (H, W, 3))
 
+def _barcode(rng, W, H):
+    "A barcode label (EAN-like): bars one to four modules wide, its number printed below."
+    im = Image.new('RGB', (W, H), (255, 255, 255)); d = ImageDraw.Draw(im); m = 0.8 * W / int(rng.integers(60, 96))
+    x, top, bot, on = 0.1 * W, H * rng.uniform(0.1, 0.3), H * rng.uniform(0.6, 0.75), True
+    while x < 0.9 * W:
+        w = m * int(rng.integers(1, 5))
+        if on: d.rectangle((x, top, x + w - 1, bot), fill=(0, 0, 0))
+        x, on = x + w, not on
+    num = ''.join(str(int(v)) for v in rng.integers(0, 10, 13)); px = max(8, int(0.1 * W))
+    while font(px).getlength(num) > 0.85 * W and px > 8: px -= 1
+    d.text((W / 2, bot + 4), num, fill=(0, 0, 0), font=font(px), anchor='ma')
+    return np.asarray(im, np.float32)
+
+_ICONS = '★☂♥✈☎✂⚠♻☀✉♞⚑☕✿♛⚙☘❄'
+
+def _icon(rng, W, H):
+    "A pictogram or logo: one symbol, large, in one colour, inside a ring half the time."
+    im = Image.new('RGB', (W, H), _bg(rng)); s = min(W, H)
+    cover = _text_layer((W, H), str(rng.choice(list(_ICONS))), int(s * rng.uniform(0.4, 0.6)), (W // 2, H // 2))
+    if rng.random() < 0.5:
+        ring = Image.new('L', (W, H)); r = 0.45 * s
+        ImageDraw.Draw(ring).ellipse((W / 2 - r, H / 2 - r, W / 2 + r, H / 2 + r), outline=255, width=max(2, s // 30))
+        cover = np.maximum(cover, np.asarray(ring, np.float32) / 255.)
+    return _ink(np.asarray(im, np.float32), cover, [255 - c for c in im.getpixel((0, 0))])
+
 _MAKERS = {'banner': _banner, 'size_chart': _size_chart, 'shapes': _shapes, 'flat': _flat, 'photo_crop': _photo_crop,
            'digits': _digits, 'noise': _noise, 'texture': lambda rng, W, H: _texture(rng, H, W),
-           'pattern': _pattern, 'scribble': _scribble, 'label': _label}
+           'pattern': _pattern, 'scribble': _scribble, 'label': _label, 'barcode': _barcode, 'icon': _icon}
 
 def outlier_photo(kind:str, # one of `OUTLIER_KINDS`
                   seed:int=0)->bytes:

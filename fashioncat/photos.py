@@ -139,7 +139,7 @@ def _gray(im:Image.Image)->tuple[np.ndarray, np.ndarray|None]:
         a = np.asarray(im, np.float32); m = float(a.max()) if a.size else 0.
         return (a * (255. / (65535. if m > 255 else 255.)) if im.mode != 'F' else np.clip(a * (255. if m <= 1 else 1.), 0, 255)), None
     has_alpha = im.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or 'transparency' in im.info
-    if not has_alpha: return np.asarray(im.convert('L'), np.float32), None
+    if not has_alpha: return np.asarray(im if im.mode == 'L' else im.convert('L'), np.float32), None
     rgba = im.convert('RGBA'); alpha = np.asarray(rgba, np.float32)[..., 3] / 255.
     luma = np.asarray(rgba.convert('RGB').convert('L'), np.float32)
     return luma * alpha + 255. * (1. - alpha), alpha
@@ -253,12 +253,14 @@ def _foreground(im:Image.Image, bg:tuple|None=None, at:tuple[float, float, float
     "Item light on black (float32), the alpha, and the background (item darker?, surface, noise, fitted size), fitted unless given."
     g, alpha = _gray(im); g = _smoothed(g, _SMOOTH * min(g.shape if bg is None else bg[3]) / 28 * at[2])
     if bg is None:
-        coef, s = _fit_background(g); d = g - _surface(coef, g.shape, at, g.shape); q = d[::2, ::2]
+        coef, s = _fit_background(g); surf = _surface(coef, g.shape, at, g.shape)
+        q = g[::2, ::2] - (surf if np.ndim(surf) == 0 else surf[::2, ::2])
         dark = np.clip(-q - 3 * s, 0, None).sum() >= np.clip(q - 3 * s, 0, None).sum()  # which way the item stands out
         bg = (dark, coef, s, g.shape)
-    else: d = g - _surface(bg[1], g.shape, at, bg[3])
+    else: surf = _surface(bg[1], g.shape, at, bg[3])
     dark, coef, s, fitted = bg
-    return np.clip((-d if dark else d) - 2.5 * s, 0, 255), alpha, bg
+    fg = surf - g if dark else g - surf; fg -= np.float32(2.5 * s)  # the same sums as -(g - surf) - 2.5 s, in half the passes
+    return np.clip(fg, 0, 255, out=fg), alpha, bg
 
 def _halved(fg:np.ndarray)->np.ndarray:
     "`fg` reduced 2x by the max of each 2x2 block (an odd last row or column dropped)."

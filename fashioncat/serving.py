@@ -14,7 +14,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from fastcore.basics import patch
 from .photos import MAX_BYTES, MAX_PIXELS, ServingError, prepare
-from .ood import product_scores
+from .ood import STAT_NAMES, product_scores, ranks_table
 
 # %% auto #0
 __all__ = ['MAX_THREADS_PER_CPU', 'DEFAULT_REVIEW_THRESHOLD', 'Settings', 'ModelError', 'ModelInfo', 'as_batch', 'Engine',
@@ -77,7 +77,9 @@ def _ood_params(path:Path, sess:ort.InferenceSession)->dict|None:
     try: p = json.loads(s)
     except json.JSONDecodeError as e: raise ModelError(f'{path}: metadata fashioncat.ood is not valid JSON ({e})') from e
     if not {'mu', 'sd', 'means', 'precision', 'threshold', 'scale'} <= set(p): raise ModelError(f'{path}: fashioncat.ood lacks its parameters')
-    return {k: np.asarray(v, np.float32) if isinstance(v, list) else v for k, v in p.items()}  # arrays once, not per answer
+    if not set(p.get('stats', ())) <= set(STAT_NAMES): raise ModelError(f"{path}: fashioncat.ood names statistics this version lacks: {sorted(set(p['stats']) - set(STAT_NAMES))}")
+    if p.get('ranks'): p['ranks'] = ranks_table(p['ranks'])  # float64, as calibrated
+    return {k: np.asarray(v, np.float32) if isinstance(v, list) and k not in ('stats', 'ranks') else v for k, v in p.items()}  # arrays once, not per answer
 
 def _read_info(path:Path, sess:ort.InferenceSession)->ModelInfo:
     meta = sess.get_modelmeta().custom_metadata_map

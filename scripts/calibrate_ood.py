@@ -6,9 +6,11 @@ Products: validation images (the model's own validation split, rebuilt from its 
 of shop photo (`fashioncat.catalogue`), read by `prepare`. The judgement (`fashioncat.ood.fit_ood`) is fitted on those
 products alone, its threshold set so that `--fpr` of photos of other validation images is flagged (a threshold set on
 the photos it was fitted on flags more of the products it has not seen). It is then measured on test products (raw, and
-rendered as every kind) and on outliers (`fashioncat.ood.outlier_photo`, seeds apart from any used before); the kinds
-in `HELD_OUT` were never looked at while the features were chosen. A photo `prepare` refuses (a flat colour) counts as
-flagged: the service answers it with an error, not a category.
+rendered as every kind) and on outliers (`fashioncat.ood.outlier_photo`, seeds apart from any used before). The kinds
+in `HELD_OUT` are never used to fit or train anything; digits and size charts were looked at when the last two view
+statistics (sharpness, detail) were chosen, barcodes and pictograms were written after that choice and never looked at
+before it was made (docs/research.md). A photo `prepare` refuses (a flat colour) counts as flagged: the service answers
+it with an error, not a category.
 """
 
 import argparse
