@@ -157,8 +157,8 @@ def _item_box(fg:np.ndarray, alpha:np.ndarray|None)->tuple[int, int, int, int]|N
     return rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
 
 # %% ../nbs/05a_photos.ipynb #02888bed
-_FIRST_PX = 192  # background and trim are found on the photo reduced (1/2..1/8) to at least this on its short side
-_ITEM_PX = 4 * 28  # ...and the item is resized to 28 from at least this many pixels on its longest side (or all it has)
+_FIRST_PX = 96  # background and trim are found on the photo reduced (1/2..1/8) to at least this on its short side
+_ITEM_PX = 2 * 28  # ...and the item is resized to 28 from at least this many pixels on its longest side (or all it has)
 
 def _scale(size:tuple[int, int], px:int=_FIRST_PX)->int:
     "The largest of 8, 4, 2, 1 that keeps both sides of `size` at least `px`."

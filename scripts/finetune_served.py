@@ -5,7 +5,8 @@
 `--n-render` training images (never validation or test) are rendered, each as one kind of `fashioncat.catalogue`
 (kinds in turn, those in `--more-kinds` once more a turn; seeds from `--seed0`, 1,000,000 by default, so that no
 benchmark photo is reused, and a further round can draw new photos of the same images) and read back through
-`fashioncat.photos.prepare`; the views are cached in `--cache`. Each batch is half raw training images, half such
+`fashioncat.photos.prepare`; the views are cached in `--cache`, and rendered anew when the seeds, the kinds or the code
+that renders and reads them (`fashioncat/photos.py`, `catalogue.py`, `ood.py`) change. Each batch is half raw training images, half such
 views (horizontal flips as in the recipe), plus `--oe-batch` outliers (`fashioncat.ood`, the kinds not held out of
 calibration, seeds apart from it). The loss is label-smoothed cross-entropy plus distillation from the starting
 model's answer on the raw image (for a view too: the network learns to answer on the photo what it answered on the
@@ -16,6 +17,7 @@ gate it with `fashioncat_export --model OUT --out DIR` and `fashioncat_gate`.
 """
 
 import argparse
+import hashlib
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -122,7 +124,8 @@ def main(argv=None):
     kinds = SHOP_KINDS + tuple(k for k in a.more_kinds.split(",") if k)
     if unknown := set(kinds) - set(SHOP_KINDS):
         p.error(f"--more-kinds: unknown kinds {sorted(unknown)}; the kinds are {', '.join(SHOP_KINDS)}")
-    key = np.array([str(a.seed0), *kinds])  # the photos: their first seed and the kinds in turn
+    recipe = hashlib.sha256(b"".join((ROOT / "fashioncat" / f).read_bytes() for f in ("photos.py", "catalogue.py", "ood.py")))
+    key = np.array([str(a.seed0), *kinds, recipe.hexdigest()[:16]])  # the photos (first seed, kinds), how they are read
     if (
         cache.exists()
         and (d := np.load(cache))["sel"].shape == sel.shape
