@@ -124,7 +124,9 @@ def main(argv=None):
     kinds = SHOP_KINDS + tuple(k for k in a.more_kinds.split(",") if k)
     if unknown := set(kinds) - set(SHOP_KINDS):
         p.error(f"--more-kinds: unknown kinds {sorted(unknown)}; the kinds are {', '.join(SHOP_KINDS)}")
-    recipe = hashlib.sha256(b"".join((ROOT / "fashioncat" / f).read_bytes() for f in ("photos.py", "catalogue.py", "ood.py")))
+    recipe = hashlib.sha256(
+        b"".join((ROOT / "fashioncat" / f).read_bytes() for f in ("photos.py", "catalogue.py", "ood.py"))
+    )
     key = np.array([str(a.seed0), *kinds, recipe.hexdigest()[:16]])  # the photos (first seed, kinds), how they are read
     if (
         cache.exists()
