@@ -83,9 +83,9 @@ def categorise(engine:Engine, srcs:list[str], # paths or URLs
             else: views.append(prepare(data, engine.max_bytes, engine.max_pixels)); row['_i'] = len(views) - 1
         except Exception as e: row.update(model_version=version, **error_dict(e))  # a bad file is a row, not a crash
         rows.append(row)
-    probs = engine.predict(np.stack(views)) if views else None
+    probs, dists = engine.predict_scored(np.stack(views)) if views else (None, None)
     for r in rows:
-        if '_i' in r: i = r.pop('_i'); r.update(model_version=version, **engine.result(probs[i], views[i]))
+        if '_i' in r: i = r.pop('_i'); r.update(model_version=version, **engine.result(probs[i], views[i], None if dists is None else dists[i]))
     return rows
 
 # %% ../nbs/05b_batch.ipynb #5baf6cee

@@ -11,12 +11,18 @@ from scipy import ndimage
 from .catalogue import _ink, _text_layer, _texture, font
 
 # %% auto #0
-__all__ = ['STAT_NAMES', 'OUTLIER_KINDS', 'HELD_OUT', 'view_stats', 'ood_features', 'rank_knots', 'ranks_table', 'normal_scores',
-           'fit_ood', 'ood_distance', 'product_scores', 'outlier_photo', 'outlier_views', 'auroc']
+__all__ = ['STAT_NAMES', 'OOD_PREFIX', 'OOD_OUTPUT', 'PARTS_INPUT', 'OUTLIER_KINDS', 'HELD_OUT', 'view_parts', 'view_stats',
+           'ood_features', 'rank_knots', 'ranks_table', 'normal_scores', 'fit_ood', 'ood_distance', 'scores_of',
+           'product_scores', 'add_ood_graph', 'outlier_photo', 'outlier_views', 'auroc']
 
 # %% ../nbs/05d_ood.ipynb #7f512572
 STAT_NAMES = ('fill', 'mean', 'edges', 'parts', 'extent', 'sharpness', 'detail')
 _EIGHT = np.ones((3, 3), bool)  # 8-connected parts
+
+def view_parts(on:np.ndarray, # lit pixels [N,28,28] (the view / 255 > 0.2)
+              )->np.ndarray:
+    "log(1 + the number of 8-connected lit parts) of each view: the one statistic the ONNX graph cannot count."
+    return np.log1p(np.array([ndimage.label(o, _EIGHT)[1] for o in on], np.float32))
 
 def view_stats(v:np.ndarray, # views uint8 [N,28,28]
               )->np.ndarray:
@@ -26,10 +32,10 @@ def view_stats(v:np.ndarray, # views uint8 [N,28,28]
     edges = (dy.sum((1, 2)) + dx.sum((1, 2))) / (ink + 1.)
     sharp = np.maximum(dy.reshape(len(x), -1).max(1, initial=0), dx.reshape(len(x), -1).max(1, initial=0))  # a photo's item: a crisp silhouette
     lap = np.abs(4 * x[:, 1:-1, 1:-1] - x[:, :-2, 1:-1] - x[:, 2:, 1:-1] - x[:, 1:-1, :-2] - x[:, 1:-1, 2:]).sum((1, 2)) / (ink + 1.)
-    parts = np.array([ndimage.label(o, _EIGHT)[1] for o in on], np.float32)
+    parts = view_parts(on)
     rows, cols = on.any(2).sum(1), on.any(1).sum(1)
     extent = np.minimum(rows, cols) / np.maximum(np.maximum(rows, cols), 1)
-    return np.stack([on.sum((1, 2)) / np.float32(784.), ink / np.float32(784.), edges, np.log1p(parts), extent, sharp, lap], 1).astype(np.float32)
+    return np.stack([on.sum((1, 2)) / np.float32(784.), ink / np.float32(784.), edges, parts, extent, sharp, lap], 1).astype(np.float32)
 
 def ood_features(views:np.ndarray, probs:np.ndarray, stats:tuple=STAT_NAMES)->np.ndarray:
     "The model's log-probabilities (clipped) beside the views' statistics named in `stats`: [N, C + len(stats)]."
@@ -93,10 +99,84 @@ def ood_distance(feats:np.ndarray, p:dict)->np.ndarray:
     r = z[:, None] - np.asarray(p['means'], np.float32)[None]; P = np.asarray(p['precision'], np.float32)
     return np.sqrt(np.einsum('nkf,fg,nkg->nk', r, P, r).min(1))
 
+def scores_of(d:np.ndarray, p:dict)->tuple[np.ndarray, np.ndarray]:
+    "The product score in [0,1] (0.5 at the threshold) of each distance, and whether it is a product."
+    return 1. / (1. + np.exp(np.clip((d - p['threshold']) / p['scale'], -50, 50))), d <= p['threshold']
+
 def product_scores(views:np.ndarray, probs:np.ndarray, p:dict)->tuple[np.ndarray, np.ndarray]:
     "Each image's product score in [0,1] (0.5 at the threshold) and whether it is a product."
-    d = ood_distance(ood_features(views, probs, p.get('stats', STAT_NAMES[:5])), p)  # metadata written before 'stats': the first five
-    return 1. / (1. + np.exp(np.clip((d - p['threshold']) / p['scale'], -50, 50))), d <= p['threshold']
+    return scores_of(ood_distance(ood_features(views, probs, p.get('stats', STAT_NAMES[:5])), p), p)  # metadata before 'stats': the first five
+
+# %% ../nbs/05d_ood.ipynb #0a7e11a1
+def _graph_stats(g, x, parts, names):
+    "Nodes computing `view_stats` (those in `names`, in that order) of the input `x` [N,1,28,28] in [0,1], as numpy does."
+    one, A = g.const(1.), g.ints
+    def sl(t, a, s, e): return g.op('Slice', t, A([s]), A([e]), A([a]))
+    def tot(t): return g.op('ReduceSum', t, A([1, 2, 3]), keepdims=0)
+    def top(t): return g.op('ReduceMax', t, A([1, 2, 3]), keepdims=0)
+    on = g.op('Cast', g.op('Greater', x, g.const(0.2)), to=1); ink = tot(x); ink1 = g.op('Add', ink, one)
+    dy = g.op('Abs', g.op('Sub', sl(x, 2, 1, 28), sl(x, 2, 0, 27))); dx = g.op('Abs', g.op('Sub', sl(x, 3, 1, 28), sl(x, 3, 0, 27)))
+    mid = sl(sl(x, 2, 1, 27), 3, 1, 27)
+    lap = g.op('Sub', g.op('Sub', g.op('Sub', g.op('Sub', g.op('Mul', g.const(4.), mid), sl(sl(x, 2, 0, 26), 3, 1, 27)),
+                                      sl(sl(x, 2, 2, 28), 3, 1, 27)), sl(sl(x, 2, 1, 27), 3, 0, 26)), sl(sl(x, 2, 1, 27), 3, 2, 28))
+    rows = tot(g.op('ReduceMax', on, A([3]), keepdims=1)); cols = tot(g.op('ReduceMax', on, A([2]), keepdims=1))
+    k784 = g.const(784.)
+    stats = {'fill': g.op('Div', tot(on), k784), 'mean': g.op('Div', ink, k784),
+             'edges': g.op('Div', g.op('Add', tot(dy), tot(dx)), ink1), 'parts': g.op('Add', g.op('Squeeze', parts, A([1])), g.op('Mul', ink, g.const(0.))),  # [N], the [1,1] default too
+             'extent': g.op('Div', g.op('Min', rows, cols), g.op('Max', g.op('Max', rows, cols), one)),
+             'sharpness': g.op('Max', top(dy), top(dx)), 'detail': g.op('Div', tot(g.op('Abs', lap)), ink1)}
+    return g.op('Concat', *[g.op('Unsqueeze', stats[n], A([1])) for n in names], axis=1)
+
+
+# %% ../nbs/05d_ood.ipynb #0a7e11a2
+def _graph_ranks(g, s, knots):
+    "`normal_scores` of `s` [N,S] as nodes: each column's first piece, plus a ramp at every later knot (pieces padded with 0)."
+    K, Z, G, last = ranks_table(knots); S = K.shape[0]; L = max(1, int(last.max()))
+    k0, z0, g0 = K[:, 0].copy(), Z[:, 0], G[:, 0]; kr, cr = np.zeros((S, L)), np.zeros((S, L))
+    for j in range(S):
+        if last[j] > 0: kr[j, :last[j]] = K[j, 1:last[j] + 1]; cr[j, :last[j]] = np.diff(G[j, :last[j] + 1])
+    k0[~np.isfinite(k0)] = 0
+    base = g.op('Add', g.const(z0), g.op('Mul', g.const(g0), g.op('Sub', s, g.const(k0))))
+    ramps = g.op('Mul', g.op('Relu', g.op('Sub', g.op('Unsqueeze', s, g.ints([2])), g.const(kr))), g.const(cr))
+    return g.op('Add', base, g.op('ReduceSum', ramps, g.ints([2]), keepdims=0))
+
+
+# %% ../nbs/05d_ood.ipynb #0a7e11a3
+class _Graph:
+    "A few helpers to write ONNX nodes under one name prefix."
+    def __init__(self, prefix:str): self.prefix, self.nodes, self.inits = prefix, [], []
+    def _name(self): return f'{self.prefix}{len(self.nodes) + len(self.inits)}'
+    def const(self, v, dtype=np.float32):
+        from onnx import numpy_helper
+        n = self._name(); self.inits.append(numpy_helper.from_array(np.asarray(v, dtype), n)); return n
+    def ints(self, v): return self.const(v, np.int64)
+    def op(self, kind, *inputs, out=None, **attrs):
+        from onnx import helper
+        name = self._name(); out = out or name; self.nodes.append(helper.make_node(kind, list(inputs), [out], name=name, **attrs)); return out
+
+OOD_PREFIX, OOD_OUTPUT, PARTS_INPUT = 'ood/', 'ood_distance', 'view_parts'
+
+def add_ood_graph(model, # an `onnx.ModelProto` with input `image` [N,1,28,28] and output `probs`
+                  p:dict, # `fit_ood`'s parameters (with its threshold)
+                 ):
+    "The model with the not-a-product distance as output `ood_distance` [N] (input `view_parts` [N,1]: `view_parts`), replacing any before."
+    from onnx import TensorProto, helper, numpy_helper
+    gr = model.graph
+    for kept, field in ((lambda n: not n.name.startswith(OOD_PREFIX), gr.node), (lambda t: not t.name.startswith(OOD_PREFIX) and t.name != PARTS_INPUT, gr.initializer),
+                        (lambda o: o.name != OOD_OUTPUT, gr.output), (lambda i: i.name != PARTS_INPUT, gr.input)):
+        keep = [x for x in field if kept(x)]; del field[:]; field.extend(keep)
+    g = _Graph(OOD_PREFIX); names = p.get('stats', list(STAT_NAMES[:5]))
+    s = _graph_stats(g, 'image', PARTS_INPUT, names)
+    f = g.op('Concat', g.op('Log', g.op('Clip', 'probs', g.const(1e-6), g.const(1.))), s, axis=1)
+    if p.get('ranks'): f = g.op('Concat', f, _graph_ranks(g, s, p['ranks']), axis=1)
+    z = g.op('Div', g.op('Sub', f, g.const(p['mu'])), g.const(p['sd'])); r = g.op('Sub', g.op('Unsqueeze', z, g.ints([1])), g.const(p['means']))
+    q = g.op('ReduceSum', g.op('Mul', g.op('MatMul', r, g.const(p['precision'])), r), g.ints([2]), keepdims=0)
+    g.op('Sqrt', g.op('ReduceMin', q, g.ints([1]), keepdims=0), out=OOD_OUTPUT)
+    gr.node.extend(g.nodes); gr.initializer.extend(g.inits + [numpy_helper.from_array(np.zeros((1, 1), np.float32), PARTS_INPUT)])
+    gr.input.append(helper.make_tensor_value_info(PARTS_INPUT, TensorProto.FLOAT, ['N', 1]))
+    gr.output.append(helper.make_tensor_value_info(OOD_OUTPUT, TensorProto.FLOAT, ['N']))
+    return model
+
 
 # %% ../nbs/05d_ood.ipynb #b381a318
 OUTLIER_KINDS = ('banner', 'size_chart', 'shapes', 'flat', 'photo_crop', 'digits', 'noise', 'texture', 'pattern', 'scribble', 'label',

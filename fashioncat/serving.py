@@ -14,7 +14,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from fastcore.basics import patch
 from .photos import MAX_BYTES, MAX_PIXELS, ServingError, prepare
-from .ood import STAT_NAMES, product_scores, ranks_table
+from .ood import OOD_OUTPUT, PARTS_INPUT, STAT_NAMES, ood_distance, ood_features, ranks_table, scores_of, view_parts
 
 # %% auto #0
 __all__ = ['MAX_THREADS_PER_CPU', 'DEFAULT_REVIEW_THRESHOLD', 'Settings', 'ModelError', 'ModelInfo', 'as_batch', 'Engine',
@@ -118,12 +118,14 @@ class Engine:
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.add_session_config_entry('session.intra_op.allow_spinning', '0')  # do not busy-wait between requests
+        so.log_severity_level = 3  # errors only: the not-a-product input's default (`view_parts`) is meant, not a warning
         try: self.sess = ort.InferenceSession(str(path), so, providers=['CPUExecutionProvider'])
         except Exception as e: raise ModelError(f'{path}: ONNX Runtime cannot load it ({e})') from e
         ins, outs = self.sess.get_inputs(), [o.name for o in self.sess.get_outputs()]
         if [i.name for i in ins] != ['image'] or 'probs' not in outs:
             raise ModelError(f'{path}: expected input "image" and output "probs", found {[i.name for i in ins]} -> {outs}')
         self.info = _read_info(path, self.sess); self.ood = _ood_params(path, self.sess)
+        self._ood_graph = self.ood is not None and OOD_OUTPUT in outs  # the distance computed in the same run as `probs`
         self.classes, self.classes_ru = self.info.classes, self.info.classes_ru
         self.review_threshold = next(t for t in (review_threshold, self.info.review_threshold, DEFAULT_REVIEW_THRESHOLD) if t is not None)
         self.top_k, self.max_bytes, self.max_pixels = min(top_k, len(self.classes)), max_bytes, max_pixels
@@ -144,6 +146,19 @@ class Engine:
         k = self._fixed_batch or len(x)
         return np.concatenate([self.sess.run(['probs'], {'image': x[i:i + k]})[0] for i in range(0, len(x), k)])
 
+    def predict_scored(self, x:np.ndarray, # views uint8 [N,28,28] (or float [N,1,28,28] in [0,1])
+                      )->tuple[np.ndarray, np.ndarray|None]:
+        "Class probabilities [N,C] and not-a-product distances [N] (None without the calibration): one run when the model carries it."
+        xb = as_batch(x)
+        if self.ood is None: return self.predict(xb), None
+        if not len(xb): return self.predict(xb), np.zeros(0, np.float32)
+        if not self._ood_graph:  # calibrated before the distance went into the graph: numpy, from the metadata
+            v = np.rint(xb.reshape(-1, 28, 28) * 255).astype(np.uint8); p = self.predict(xb)
+            return p, ood_distance(ood_features(v, p, self.ood.get('stats', STAT_NAMES[:5])), self.ood)
+        parts = view_parts(xb.reshape(-1, 28, 28) > 0.2)[:, None]; k = self._fixed_batch or len(xb)
+        runs = [self.sess.run(['probs', OOD_OUTPUT], {'image': xb[i:i + k], PARTS_INPUT: parts[i:i + k]}) for i in range(0, len(xb), k)]
+        return np.concatenate([r[0] for r in runs]), np.concatenate([r[1] for r in runs])
+
 # %% ../nbs/05_serving.ipynb #f841fff4
 def choose_review_threshold(probs:np.ndarray, # validation probabilities [N,C]
                             y:np.ndarray, # validation labels [N]
@@ -162,11 +177,14 @@ def choose_review_threshold(probs:np.ndarray, # validation probabilities [N,C]
 @patch
 def result(self:Engine, p:np.ndarray, # one row of `Engine.predict`
            view:np.ndarray|None=None, # the 28x28 view it came from: with it, the not-a-product judgement
+           dist:float|None=None, # or its distance, from `Engine.predict_scored`
            )->dict:
     "The result for one image: category (English, Russian), confidence, `is_product` and its score, `needs_review`, top-k."
     order = np.argsort(-p, kind='stable')[:self.top_k]; i = int(order[0]); conf = float(p[i]); ok = score = None
-    if self.ood is not None and view is not None:
-        s, k = product_scores(np.asarray(view, np.uint8).reshape(1, 28, 28), p[None], self.ood); score, ok = round(float(s[0]), 6), bool(k[0])
+    if self.ood is not None and dist is None and view is not None:
+        dist = ood_distance(ood_features(np.asarray(view, np.uint8).reshape(1, 28, 28), p[None], self.ood.get('stats', STAT_NAMES[:5])), self.ood)[0]
+    if self.ood is not None and dist is not None:
+        s, k = scores_of(np.float64(dist), self.ood); score, ok = round(float(s), 6), bool(k)
     return {'category': self.classes[i], 'category_ru': self.classes_ru[i], 'class_index': i, 'confidence': round(conf, 6),
             'is_product': ok, 'product_score': score, 'needs_review': conf < self.review_threshold or ok is False,
             'top_k': [{'category': self.classes[j], 'category_ru': self.classes_ru[j], 'probability': round(float(p[j]), 6)} for j in order]}
@@ -189,9 +207,10 @@ def predict_images(self:Engine, srcs:Iterable, # bytes, paths, Pillow images or 
         except (ServingError, FileNotFoundError, OSError) as e:
             if errors == 'raise': raise
             out.append(error_dict(e))
-    it = zip(self.predict(np.stack(vs)) if vs else [], vs)
+    probs, dists = self.predict_scored(np.stack(vs)) if vs else ([], None)
+    it = zip(probs, vs, dists if dists is not None else [None] * len(vs))
     for i, r in enumerate(out):
         if r is None:
-            p, v = next(it); out[i] = self.result(p, v)
+            p, v, d = next(it); out[i] = self.result(p, v, d)
             if views: out[i]['view'] = v
     return out

@@ -2,6 +2,10 @@
 
     nice -n 5 .venv/bin/python scripts/calibrate_ood.py --write     # both shipped models, report in bench/results/ood.json
 
+`--write` stores the parameters as each model's `fashioncat.ood` metadata and writes the distance into its graph
+(`fashioncat.ood.add_ood_graph`: output `ood_distance`, input `view_parts`), so that the service gets it from the
+same ONNX Runtime call as the probabilities.
+
 Products: validation images (the model's own validation split, rebuilt from its recipe) raw and rendered as every kind
 of shop photo (`fashioncat.catalogue`), read by `prepare`. The judgement (`fashioncat.ood.fit_ood`) is fitted on those
 products alone, its threshold set so that `--fpr` of photos of other validation images is flagged (a threshold set on
@@ -27,18 +31,28 @@ sys.path.insert(0, str(ROOT))
 from fashioncat.catalogue import bench_subset, catalogue_views
 from fashioncat.data import load_split, recipe_split
 from fashioncat.models import read_config
-from fashioncat.ood import HELD_OUT, OUTLIER_KINDS, auroc, fit_ood, ood_distance, ood_features, outlier_views
+from fashioncat.ood import (
+    HELD_OUT,
+    OUTLIER_KINDS,
+    add_ood_graph,
+    auroc,
+    fit_ood,
+    ood_distance,
+    ood_features,
+    outlier_views,
+)
 from fashioncat.serving import Engine
 
 
 def write_meta(path: Path, params: dict) -> None:
-    "Store the parameters as the model's `fashioncat.ood` metadata, replacing any before."
+    "Store the parameters as the model's `fashioncat.ood` metadata and the distance as its graph's `ood_distance`, replacing any before."
     import onnx
 
-    m = onnx.load(str(path))
+    m = add_ood_graph(onnx.load(str(path)), params)
     props = {p.key: p.value for p in m.metadata_props}
     props["fashioncat.ood"] = json.dumps(params, separators=(",", ":"))
     onnx.helper.set_model_props(m, props)
+    onnx.checker.check_model(m)
     onnx.save_model(m, str(path))
 
 

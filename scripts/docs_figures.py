@@ -207,7 +207,7 @@ SHOP_KINDS = ("raw", "white", "off_white", "sweep", "vignette", "drop_shadow", "
               "price_sticker", "cut_edge", "small_hires", "noisy_jpeg", "low_light", "dark_bg", "transparent", "exif",
               "pale", "texture")  # fmt: skip
 OUTLIERS = ("banner", "size_chart", "shapes", "flat", "photo_crop", "digits", "noise", "texture", "pattern", "scribble",
-            "label")  # fmt: skip
+            "label", "barcode", "icon")  # fmt: skip
 
 
 def _ood(d: dict) -> dict:

@@ -64,16 +64,16 @@ def categorise(
     if views:
         t0 = time.perf_counter()
         batch = np.stack(views)
-        probs = engine.predict(batch)
+        probs, dists = engine.predict_scored(batch)  # the not-a-product distance comes from the same run
         metrics.inference_latency.observe(time.perf_counter() - t0)
         if shadow is not None:
             shadow.offer(batch, probs.argmax(1))
         metrics.batch_size.observe(len(views))
-        it = iter(zip(probs, views, meta))
+        it = iter(zip(probs, views, meta, [None] * len(views) if dists is None else dists))
         for i, r in enumerate(out):
             if r is None:
-                p, v, m = next(it)
-                out[i] = {**m, **engine.result(p, v), "view": v}
+                p, v, m, d = next(it)
+                out[i] = {**m, **engine.result(p, v, d), "view": v}
     metrics.observe_results(out)
     return out
 

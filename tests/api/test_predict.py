@@ -533,7 +533,7 @@ def test_server_error_answers_json_with_request_id(model_path, tmp_path, photos)
         def boom(x):
             raise RuntimeError("simulated failure")
 
-        app.state.engine.predict = boom
+        app.state.engine.predict = app.state.engine.predict_scored = boom
         r = c.post("/predict", files={"file": ("a.png", photos["png"][0], "image/png")})
         assert r.status_code == 500
         body = r.json()
