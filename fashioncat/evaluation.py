@@ -665,7 +665,8 @@ def _card_photos(results:str|Path='bench/results')->list[str]:
         r = json.loads(o.read_text()); m = r['models'].get('fashioncat-int8.onnx') or next(iter(r['models'].values()))
         L += ['## Not a product', '',
               f"Products flagged: {m['products_flagged_all_kinds']:.1%} of test photos over all kinds, "
-              f"{m['products_flagged']['raw']:.1%} of raw test images; outliers flagged: {m['outliers_flagged']:.1%} "
+              f"{m['products_flagged']['raw']:.1%} of raw test images; outliers flagged: {m['outliers_flagged']:.1%}, "
+              f"{m['held_out_flagged']:.1%} of the kinds held out of calibration and training "
               f"(`python scripts/calibrate_ood.py --write`, {r['n_outliers']} per kind):", '',
               '| outlier kind | held out of calibration | flagged | AUROC |', '|---|---|---|---|']
         L += [f"| {k} | {'yes' if v['held_out'] else 'no'} | {v['flagged']:.1%} | {v['auroc']:.3f} |"

@@ -13,7 +13,7 @@ from .catalogue import _ink, _text_layer, _texture, font
 # %% auto #0
 __all__ = ['STAT_NAMES', 'OOD_PREFIX', 'OOD_OUTPUT', 'PARTS_INPUT', 'OUTLIER_KINDS', 'HELD_OUT', 'view_parts', 'view_stats',
            'ood_features', 'rank_knots', 'ranks_table', 'normal_scores', 'fit_ood', 'ood_distance', 'scores_of',
-           'product_scores', 'add_ood_graph', 'outlier_photo', 'outlier_views', 'auroc']
+           'view_distances', 'product_scores', 'add_ood_graph', 'outlier_photo', 'outlier_views', 'auroc']
 
 # %% ../nbs/05d_ood.ipynb #7f512572
 STAT_NAMES = ('fill', 'mean', 'edges', 'parts', 'extent', 'sharpness', 'detail')
@@ -103,29 +103,33 @@ def scores_of(d:np.ndarray, p:dict)->tuple[np.ndarray, np.ndarray]:
     "The product score in [0,1] (0.5 at the threshold) of each distance, and whether it is a product."
     return 1. / (1. + np.exp(np.clip((d - p['threshold']) / p['scale'], -50, 50))), d <= p['threshold']
 
+def view_distances(views:np.ndarray, # uint8 [N,28,28]
+                   probs:np.ndarray, p:dict)->np.ndarray:
+    "`ood_distance` of views and their probabilities, with the statistics the parameters name (written before 'stats': the first five)."
+    return ood_distance(ood_features(views, probs, p.get('stats', STAT_NAMES[:5])), p)
+
 def product_scores(views:np.ndarray, probs:np.ndarray, p:dict)->tuple[np.ndarray, np.ndarray]:
     "Each image's product score in [0,1] (0.5 at the threshold) and whether it is a product."
-    return scores_of(ood_distance(ood_features(views, probs, p.get('stats', STAT_NAMES[:5])), p), p)  # metadata before 'stats': the first five
+    return scores_of(view_distances(views, probs, p), p)
 
 # %% ../nbs/05d_ood.ipynb #0a7e11a1
 def _graph_stats(g, x, parts, names):
-    "Nodes computing `view_stats` (those in `names`, in that order) of the input `x` [N,1,28,28] in [0,1], as numpy does."
-    one, A = g.const(1.), g.ints
-    def sl(t, a, s, e): return g.op('Slice', t, A([s]), A([e]), A([a]))
-    def tot(t): return g.op('ReduceSum', t, A([1, 2, 3]), keepdims=0)
-    def top(t): return g.op('ReduceMax', t, A([1, 2, 3]), keepdims=0)
+    "Nodes computing `view_stats` (those in `names`, in that order) of the input `x` [N,1,28,28] in [0,1]: [N,len(names)]."
+    A, one = g.ints, g.const(1.)
+    def conv(k): return g.op('Conv', x, g.const(np.asarray(k, np.float32)[None, None]))  # as numpy's shifted differences
+    def tot(t): return g.op('ReduceSum', t, A([1, 2, 3]), keepdims=1)  # [N,1,1,1]
+    def top(t): return g.op('ReduceMax', t, A([1, 2, 3]), keepdims=1)
     on = g.op('Cast', g.op('Greater', x, g.const(0.2)), to=1); ink = tot(x); ink1 = g.op('Add', ink, one)
-    dy = g.op('Abs', g.op('Sub', sl(x, 2, 1, 28), sl(x, 2, 0, 27))); dx = g.op('Abs', g.op('Sub', sl(x, 3, 1, 28), sl(x, 3, 0, 27)))
-    mid = sl(sl(x, 2, 1, 27), 3, 1, 27)
-    lap = g.op('Sub', g.op('Sub', g.op('Sub', g.op('Sub', g.op('Mul', g.const(4.), mid), sl(sl(x, 2, 0, 26), 3, 1, 27)),
-                                      sl(sl(x, 2, 2, 28), 3, 1, 27)), sl(sl(x, 2, 1, 27), 3, 0, 26)), sl(sl(x, 2, 1, 27), 3, 2, 28))
-    rows = tot(g.op('ReduceMax', on, A([3]), keepdims=1)); cols = tot(g.op('ReduceMax', on, A([2]), keepdims=1))
+    dy, dx = g.op('Abs', conv([[-1], [1]])), g.op('Abs', conv([[-1, 1]]))
+    lap = g.op('Abs', conv([[0, -1, 0], [-1, 4, -1], [0, -1, 0]]))
+    rows, cols = tot(g.op('ReduceMax', on, A([3]), keepdims=1)), tot(g.op('ReduceMax', on, A([2]), keepdims=1))
     k784 = g.const(784.)
     stats = {'fill': g.op('Div', tot(on), k784), 'mean': g.op('Div', ink, k784),
-             'edges': g.op('Div', g.op('Add', tot(dy), tot(dx)), ink1), 'parts': g.op('Add', g.op('Squeeze', parts, A([1])), g.op('Mul', ink, g.const(0.))),  # [N], the [1,1] default too
+             'edges': g.op('Div', g.op('Add', tot(dy), tot(dx)), ink1),
+             'parts': g.op('Add', g.op('Unsqueeze', parts, A([2, 3])), g.op('Mul', ink, g.const(0.))),  # [N,1,1,1], the [1,1] default too
              'extent': g.op('Div', g.op('Min', rows, cols), g.op('Max', g.op('Max', rows, cols), one)),
-             'sharpness': g.op('Max', top(dy), top(dx)), 'detail': g.op('Div', tot(g.op('Abs', lap)), ink1)}
-    return g.op('Concat', *[g.op('Unsqueeze', stats[n], A([1])) for n in names], axis=1)
+             'sharpness': g.op('Max', top(dy), top(dx)), 'detail': g.op('Div', tot(lap), ink1)}
+    return g.op('Reshape', g.op('Concat', *[stats[n] for n in names], axis=1), A([0, -1]))
 
 
 # %% ../nbs/05d_ood.ipynb #0a7e11a2
@@ -169,8 +173,9 @@ def add_ood_graph(model, # an `onnx.ModelProto` with input `image` [N,1,28,28] a
     s = _graph_stats(g, 'image', PARTS_INPUT, names)
     f = g.op('Concat', g.op('Log', g.op('Clip', 'probs', g.const(1e-6), g.const(1.))), s, axis=1)
     if p.get('ranks'): f = g.op('Concat', f, _graph_ranks(g, s, p['ranks']), axis=1)
-    z = g.op('Div', g.op('Sub', f, g.const(p['mu'])), g.const(p['sd'])); r = g.op('Sub', g.op('Unsqueeze', z, g.ints([1])), g.const(p['means']))
-    q = g.op('ReduceSum', g.op('Mul', g.op('MatMul', r, g.const(p['precision'])), r), g.ints([2]), keepdims=0)
+    mu, sd = np.asarray(p['mu'], np.float64), np.asarray(p['sd'], np.float64)  # the scaling folded into the means and precision
+    r = g.op('Sub', g.op('Unsqueeze', f, g.ints([1])), g.const(mu + sd * np.asarray(p['means'], np.float64)))
+    q = g.op('ReduceSum', g.op('Mul', g.op('MatMul', r, g.const(np.asarray(p['precision'], np.float64) / np.outer(sd, sd))), r), g.ints([2]), keepdims=0)
     g.op('Sqrt', g.op('ReduceMin', q, g.ints([1]), keepdims=0), out=OOD_OUTPUT)
     gr.node.extend(g.nodes); gr.initializer.extend(g.inits + [numpy_helper.from_array(np.zeros((1, 1), np.float32), PARTS_INPUT)])
     gr.input.append(helper.make_tensor_value_info(PARTS_INPUT, TensorProto.FLOAT, ['N', 1]))

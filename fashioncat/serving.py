@@ -14,7 +14,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from fastcore.basics import patch
 from .photos import MAX_BYTES, MAX_PIXELS, ServingError, prepare
-from .ood import OOD_OUTPUT, PARTS_INPUT, STAT_NAMES, ood_distance, ood_features, ranks_table, scores_of, view_parts
+from .ood import OOD_OUTPUT, PARTS_INPUT, STAT_NAMES, ranks_table, scores_of, view_distances, view_parts
 
 # %% auto #0
 __all__ = ['MAX_THREADS_PER_CPU', 'DEFAULT_REVIEW_THRESHOLD', 'Settings', 'ModelError', 'ModelInfo', 'as_batch', 'Engine',
@@ -77,7 +77,9 @@ def _ood_params(path:Path, sess:ort.InferenceSession)->dict|None:
     try: p = json.loads(s)
     except json.JSONDecodeError as e: raise ModelError(f'{path}: metadata fashioncat.ood is not valid JSON ({e})') from e
     if not {'mu', 'sd', 'means', 'precision', 'threshold', 'scale'} <= set(p): raise ModelError(f'{path}: fashioncat.ood lacks its parameters')
-    if not set(p.get('stats', ())) <= set(STAT_NAMES): raise ModelError(f"{path}: fashioncat.ood names statistics this version lacks: {sorted(set(p['stats']) - set(STAT_NAMES))}")
+    if unknown := set(p.get('stats', ())) - set(STAT_NAMES):
+        raise ModelError(f'{path}: fashioncat.ood uses view statistics this version lacks ({sorted(unknown)}); serve it with the version '
+                         'that calibrated it, or recalibrate it with this one (scripts/calibrate_ood.py --write)')
     if p.get('ranks'): p['ranks'] = ranks_table(p['ranks'])  # float64, as calibrated
     return {k: np.asarray(v, np.float32) if isinstance(v, list) and k not in ('stats', 'ranks') else v for k, v in p.items()}  # arrays once, not per answer
 
@@ -154,7 +156,7 @@ class Engine:
         if not len(xb): return self.predict(xb), np.zeros(0, np.float32)
         if not self._ood_graph:  # calibrated before the distance went into the graph: numpy, from the metadata
             v = np.rint(xb.reshape(-1, 28, 28) * 255).astype(np.uint8); p = self.predict(xb)
-            return p, ood_distance(ood_features(v, p, self.ood.get('stats', STAT_NAMES[:5])), self.ood)
+            return p, view_distances(v, p, self.ood)
         parts = view_parts(xb.reshape(-1, 28, 28) > 0.2)[:, None]; k = self._fixed_batch or len(xb)
         runs = [self.sess.run(['probs', OOD_OUTPUT], {'image': xb[i:i + k], PARTS_INPUT: parts[i:i + k]}) for i in range(0, len(xb), k)]
         return np.concatenate([r[0] for r in runs]), np.concatenate([r[1] for r in runs])
@@ -182,7 +184,7 @@ def result(self:Engine, p:np.ndarray, # one row of `Engine.predict`
     "The result for one image: category (English, Russian), confidence, `is_product` and its score, `needs_review`, top-k."
     order = np.argsort(-p, kind='stable')[:self.top_k]; i = int(order[0]); conf = float(p[i]); ok = score = None
     if self.ood is not None and dist is None and view is not None:
-        dist = ood_distance(ood_features(np.asarray(view, np.uint8).reshape(1, 28, 28), p[None], self.ood.get('stats', STAT_NAMES[:5])), self.ood)[0]
+        dist = view_distances(np.asarray(view, np.uint8).reshape(1, 28, 28), p[None], self.ood)[0]
     if self.ood is not None and dist is not None:
         s, k = scores_of(np.float64(dist), self.ood); score, ok = round(float(s), 6), bool(k)
     return {'category': self.classes[i], 'category_ru': self.classes_ru[i], 'class_index': i, 'confidence': round(conf, 6),

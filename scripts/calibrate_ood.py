@@ -84,7 +84,7 @@ def main(argv=None) -> dict:
     p.add_argument(
         "--per-class", type=int, default=20, help="images per class and kind rendered, validation and test each"
     )
-    p.add_argument("--n-outliers", type=int, default=100, help="outliers per kind, calibration and test each")
+    p.add_argument("--n-outliers", type=int, default=300, help="outliers per kind, calibration and test each")
     p.add_argument("--fpr", type=float, default=0.015)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--write", action="store_true", help="store the judgement in each model's ONNX metadata")

@@ -47,7 +47,9 @@ def test_not_a_product(shipped, test_set):
             r.get("is_product", False) for r in shipped.predict_images(srcs, errors="return")
         ]  # refused: not categorised
 
-    outliers = [outlier_photo(k, s) for k in OUTLIER_KINDS if k not in ("digits", "size_chart", "barcode") for s in range(4)]
+    outliers = [
+        outlier_photo(k, s) for k in OUTLIER_KINDS if k not in ("digits", "size_chart", "barcode") for s in range(4)
+    ]
     assert sum(judged(outliers)) <= 2, "outliers the shipped model takes for products"
     products = [x[i] for i in range(10)] + [shop_photo(x[i], "white", i) for i in range(10)]
     assert sum(judged(products)) >= 19
@@ -82,3 +84,54 @@ def test_prepare_reads_the_renderer_deterministically():
     assert shop_photo(x, "sweep", 3) == shop_photo(x, "sweep", 3)
     assert (prepare(shop_photo(x, "sweep", 3)) == prepare(shop_photo(x, "sweep", 3))).all()
     assert shop_photo(x, "sweep", 3) != shop_photo(x, "sweep", 4)
+
+
+def test_ood_from_the_graph_and_from_the_metadata_agree(model_path, tmp_path, test_set):
+    "A model whose distance is in its graph, and the same model with the parameters only, judge alike."
+    onnx = pytest.importorskip("onnx")
+    from fashioncat.ood import OOD_OUTPUT, OOD_PREFIX, PARTS_INPUT
+
+    shipped = Engine(model_path)
+    if not shipped._ood_graph:
+        pytest.skip("the shipped model carries no not-a-product graph (scripts/calibrate_ood.py --write)")
+    m = onnx.load(str(model_path))
+    g = m.graph
+    for field, drop in (
+        (g.node, lambda n: n.name.startswith(OOD_PREFIX)),
+        (g.initializer, lambda t: t.name.startswith(OOD_PREFIX) or t.name == PARTS_INPUT),
+        (g.output, lambda o: o.name == OOD_OUTPUT),
+        (g.input, lambda i: i.name == PARTS_INPUT),
+    ):
+        keep = [x for x in field if not drop(x)]
+        del field[:]
+        field.extend(keep)
+    onnx.save(m, str(tmp_path / "meta_only.onnx"))
+    meta_only = Engine(tmp_path / "meta_only.onnx")
+    assert not meta_only._ood_graph and meta_only.ood is not None
+    x, _ = test_set
+    views = np.concatenate([x[:200], np.stack([prepare(outlier_photo(k, 3)) for k in ("banner", "label", "scribble")])])
+    (pg, dg), (pm, dm) = shipped.predict_scored(views), meta_only.predict_scored(views)
+    np.testing.assert_allclose(pg, pm, atol=1e-6)
+    np.testing.assert_allclose(dg, dm, rtol=1e-3, atol=1e-3)
+    t = shipped.ood["threshold"]
+    assert ((dg > t) == (dm > t)).mean() >= 0.99
+
+
+def test_a_model_calibrated_with_unknown_statistics_is_refused(model_path, tmp_path):
+    "Metadata naming a view statistic this version cannot compute: a clear ModelError at load, not wrong answers."
+    onnx = pytest.importorskip("onnx")
+    import json
+
+    from fashioncat.serving import ModelError
+
+    m = onnx.load(str(model_path))
+    props = {p.key: p.value for p in m.metadata_props}
+    if "fashioncat.ood" not in props:
+        pytest.skip("the shipped model has no not-a-product calibration")
+    ood = json.loads(props["fashioncat.ood"])
+    ood["stats"] = [*ood.get("stats", []), "colourfulness"]
+    props["fashioncat.ood"] = json.dumps(ood)
+    onnx.helper.set_model_props(m, props)
+    onnx.save(m, str(tmp_path / "future.onnx"))
+    with pytest.raises(ModelError, match="colourfulness.*recalibrate"):
+        Engine(tmp_path / "future.onnx")
