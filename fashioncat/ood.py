@@ -13,7 +13,8 @@ from .catalogue import _ink, _text_layer, _texture, font
 # %% auto #0
 __all__ = ['STAT_NAMES', 'OOD_PREFIX', 'OOD_OUTPUT', 'PARTS_INPUT', 'OUTLIER_KINDS', 'HELD_OUT', 'view_parts', 'view_stats',
            'ood_features', 'rank_knots', 'ranks_table', 'normal_scores', 'fit_ood', 'ood_distance', 'scores_of',
-           'view_distances', 'product_scores', 'add_ood_graph', 'outlier_photo', 'outlier_views', 'auroc']
+           'view_distances', 'product_scores', 'strip_ood_graph', 'add_ood_graph', 'outlier_photo', 'outlier_views',
+           'auroc']
 
 # %% ../nbs/05d_ood.ipynb #7f512572
 STAT_NAMES = ('fill', 'mean', 'edges', 'parts', 'extent', 'sharpness', 'detail')
@@ -160,15 +161,20 @@ class _Graph:
 
 OOD_PREFIX, OOD_OUTPUT, PARTS_INPUT = 'ood/', 'ood_distance', 'view_parts'
 
+def strip_ood_graph(model):
+    "The model without the nodes, input and output `add_ood_graph` writes (its metadata stays)."
+    gr = model.graph
+    for kept, field in ((lambda n: not n.name.startswith(OOD_PREFIX), gr.node), (lambda t: not t.name.startswith(OOD_PREFIX) and t.name != PARTS_INPUT, gr.initializer),
+                        (lambda o: o.name != OOD_OUTPUT, gr.output), (lambda i: i.name != PARTS_INPUT, gr.input)):
+        keep = [x for x in field if kept(x)]; del field[:]; field.extend(keep)
+    return model
+
 def add_ood_graph(model, # an `onnx.ModelProto` with input `image` [N,1,28,28] and output `probs`
                   p:dict, # `fit_ood`'s parameters (with its threshold)
                  ):
     "The model with the not-a-product distance as output `ood_distance` [N] (input `view_parts` [N,1]: `view_parts`), replacing any before."
     from onnx import TensorProto, helper, numpy_helper
-    gr = model.graph
-    for kept, field in ((lambda n: not n.name.startswith(OOD_PREFIX), gr.node), (lambda t: not t.name.startswith(OOD_PREFIX) and t.name != PARTS_INPUT, gr.initializer),
-                        (lambda o: o.name != OOD_OUTPUT, gr.output), (lambda i: i.name != PARTS_INPUT, gr.input)):
-        keep = [x for x in field if kept(x)]; del field[:]; field.extend(keep)
+    gr = strip_ood_graph(model).graph
     g = _Graph(OOD_PREFIX); names = p.get('stats', list(STAT_NAMES[:5]))
     s = _graph_stats(g, 'image', PARTS_INPUT, names)
     f = g.op('Concat', g.op('Log', g.op('Clip', 'probs', g.const(1e-6), g.const(1.))), s, axis=1)

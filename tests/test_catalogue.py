@@ -89,22 +89,12 @@ def test_prepare_reads_the_renderer_deterministically():
 def test_ood_from_the_graph_and_from_the_metadata_agree(model_path, tmp_path, test_set):
     "A model whose distance is in its graph, and the same model with the parameters only, judge alike."
     onnx = pytest.importorskip("onnx")
-    from fashioncat.ood import OOD_OUTPUT, OOD_PREFIX, PARTS_INPUT
+    from fashioncat.ood import strip_ood_graph
 
     shipped = Engine(model_path)
     if not shipped._ood_graph:
         pytest.skip("the shipped model carries no not-a-product graph (scripts/calibrate_ood.py --write)")
-    m = onnx.load(str(model_path))
-    g = m.graph
-    for field, drop in (
-        (g.node, lambda n: n.name.startswith(OOD_PREFIX)),
-        (g.initializer, lambda t: t.name.startswith(OOD_PREFIX) or t.name == PARTS_INPUT),
-        (g.output, lambda o: o.name == OOD_OUTPUT),
-        (g.input, lambda i: i.name == PARTS_INPUT),
-    ):
-        keep = [x for x in field if not drop(x)]
-        del field[:]
-        field.extend(keep)
+    m = strip_ood_graph(onnx.load(str(model_path)))
     onnx.save(m, str(tmp_path / "meta_only.onnx"))
     meta_only = Engine(tmp_path / "meta_only.onnx")
     assert not meta_only._ood_graph and meta_only.ood is not None
