@@ -19,21 +19,22 @@ __all__ = ['STAT_NAMES', 'OOD_PREFIX', 'OOD_OUTPUT', 'PARTS_INPUT', 'OUTLIER_KIN
 # %% ../nbs/05d_ood.ipynb #7f512572
 STAT_NAMES = ('fill', 'mean', 'edges', 'parts', 'extent', 'sharpness', 'detail')
 _EIGHT = np.ones((3, 3), bool)  # 8-connected parts
+_LIT = 0.2  # a pixel above this (of 1) is lit: numpy and the ONNX graph alike
 
-def view_parts(on:np.ndarray, # lit pixels [N,28,28] (the view / 255 > 0.2)
+def view_parts(x:np.ndarray, # views float [N,28,28] in [0,1]
               )->np.ndarray:
     "log(1 + the number of 8-connected lit parts) of each view: the one statistic the ONNX graph cannot count."
-    return np.log1p(np.array([ndimage.label(o, _EIGHT)[1] for o in on], np.float32))
+    return np.log1p(np.array([ndimage.label(o, _EIGHT)[1] for o in x > _LIT], np.float32))
 
 def view_stats(v:np.ndarray, # views uint8 [N,28,28]
               )->np.ndarray:
     "Per view (`STAT_NAMES`): lit share, mean level, edges per ink (text-likeness), log parts, box short/long side, steepest step, |Laplacian| per ink."
-    x = np.asarray(v, np.float32).reshape(-1, 28, 28) / np.float32(255.); on = x > 0.2; ink = x.sum((1, 2))
+    x = np.asarray(v, np.float32).reshape(-1, 28, 28) / np.float32(255.); on = x > _LIT; ink = x.sum((1, 2))
     dy, dx = np.abs(x[:, 1:] - x[:, :-1]), np.abs(x[:, :, 1:] - x[:, :, :-1])
     edges = (dy.sum((1, 2)) + dx.sum((1, 2))) / (ink + 1.)
     sharp = np.maximum(dy.reshape(len(x), -1).max(1, initial=0), dx.reshape(len(x), -1).max(1, initial=0))  # a photo's item: a crisp silhouette
     lap = np.abs(4 * x[:, 1:-1, 1:-1] - x[:, :-2, 1:-1] - x[:, 2:, 1:-1] - x[:, 1:-1, :-2] - x[:, 1:-1, 2:]).sum((1, 2)) / (ink + 1.)
-    parts = view_parts(on)
+    parts = view_parts(x)
     rows, cols = on.any(2).sum(1), on.any(1).sum(1)
     extent = np.minimum(rows, cols) / np.maximum(np.maximum(rows, cols), 1)
     return np.stack([on.sum((1, 2)) / np.float32(784.), ink / np.float32(784.), edges, parts, extent, sharp, lap], 1).astype(np.float32)
@@ -120,7 +121,7 @@ def _graph_stats(g, x, parts, names):
     def conv(k): return g.op('Conv', x, g.const(np.asarray(k, np.float32)[None, None]))  # as numpy's shifted differences
     def tot(t): return g.op('ReduceSum', t, A([1, 2, 3]), keepdims=1)  # [N,1,1,1]
     def top(t): return g.op('ReduceMax', t, A([1, 2, 3]), keepdims=1)
-    on = g.op('Cast', g.op('Greater', x, g.const(0.2)), to=1); ink = tot(x); ink1 = g.op('Add', ink, one)
+    on = g.op('Cast', g.op('Greater', x, g.const(_LIT)), to=1); ink = tot(x); ink1 = g.op('Add', ink, one)
     dy, dx = g.op('Abs', conv([[-1], [1]])), g.op('Abs', conv([[-1, 1]]))
     lap = g.op('Abs', conv([[0, -1, 0], [-1, 4, -1], [0, -1, 0]]))
     rows, cols = tot(g.op('ReduceMax', on, A([3]), keepdims=1)), tot(g.op('ReduceMax', on, A([2]), keepdims=1))
@@ -140,7 +141,6 @@ def _graph_ranks(g, s, knots):
     k0, z0, g0 = K[:, 0].copy(), Z[:, 0], G[:, 0]; kr, cr = np.zeros((S, L)), np.zeros((S, L))
     for j in range(S):
         if last[j] > 0: kr[j, :last[j]] = K[j, 1:last[j] + 1]; cr[j, :last[j]] = np.diff(G[j, :last[j] + 1])
-    k0[~np.isfinite(k0)] = 0
     base = g.op('Add', g.const(z0), g.op('Mul', g.const(g0), g.op('Sub', s, g.const(k0))))
     ramps = g.op('Mul', g.op('Relu', g.op('Sub', g.op('Unsqueeze', s, g.ints([2])), g.const(kr))), g.const(cr))
     return g.op('Add', base, g.op('ReduceSum', ramps, g.ints([2]), keepdims=0))
