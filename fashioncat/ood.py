@@ -13,8 +13,8 @@ from .catalogue import _ink, _text_layer, _texture, font
 # %% auto #0
 __all__ = ['STAT_NAMES', 'OOD_PREFIX', 'OOD_OUTPUT', 'PARTS_INPUT', 'OUTLIER_KINDS', 'HELD_OUT', 'view_parts', 'view_stats',
            'ood_features', 'rank_knots', 'ranks_table', 'normal_scores', 'fit_ood', 'ood_distance', 'scores_of',
-           'view_distances', 'product_scores', 'strip_ood_graph', 'add_ood_graph', 'outlier_photo', 'outlier_views',
-           'auroc']
+           'view_distances', 'product_scores', 'fit_linear', 'leave_kind_out', 'strip_ood_graph', 'add_ood_graph',
+           'outlier_photo', 'outlier_views', 'auroc']
 
 # %% ../nbs/05d_ood.ipynb #7f512572
 STAT_NAMES = ('fill', 'mean', 'edges', 'parts', 'extent', 'sharpness', 'detail')
@@ -95,11 +95,15 @@ def fit_ood(feats:np.ndarray, # features of real products [N,F] (`ood_features`)
     d = ood_distance(feats, p); p['threshold'] = float(np.quantile(d, 1 - fpr)); p['scale'] = float(max(1., 0.1 * p['threshold']))
     return p
 
+def _standard(feats:np.ndarray, p:dict)->np.ndarray:
+    "The features with their statistics' ranks, standardised as the distance reads them."
+    return (_with_ranks(feats, p) - np.asarray(p['mu'], np.float32)) / np.asarray(p['sd'], np.float32)
+
 def ood_distance(feats:np.ndarray, p:dict)->np.ndarray:
-    "The Mahalanobis distance of each row (its statistics' ranks added) to the nearest category's products."
-    z = (_with_ranks(feats, p) - np.asarray(p['mu'], np.float32)) / np.asarray(p['sd'], np.float32)
-    r = z[:, None] - np.asarray(p['means'], np.float32)[None]; P = np.asarray(p['precision'], np.float32)
-    return np.sqrt(np.einsum('nkf,fg,nkg->nk', r, P, r).min(1))
+    "The Mahalanobis distance of each row (its statistics' ranks added) to the nearest category's products, plus `fit_linear`'s term when the parameters have one."
+    z = _standard(feats, p); r = z[:, None] - np.asarray(p['means'], np.float32)[None]; P = np.asarray(p['precision'], np.float32)
+    d = np.sqrt(np.einsum('nkf,fg,nkg->nk', r, P, r).min(1)); lin = p.get('linear')
+    return d if lin is None else d + z @ np.asarray(lin['w'], np.float32) + np.float32(lin['b'])
 
 def scores_of(d:np.ndarray, p:dict)->tuple[np.ndarray, np.ndarray]:
     "The product score in [0,1] (0.5 at the threshold) of each distance, and whether it is a product."
@@ -113,6 +117,45 @@ def view_distances(views:np.ndarray, # uint8 [N,28,28]
 def product_scores(views:np.ndarray, probs:np.ndarray, p:dict)->tuple[np.ndarray, np.ndarray]:
     "Each image's product score in [0,1] (0.5 at the threshold) and whether it is a product."
     return scores_of(view_distances(views, probs, p), p)
+
+# %% ../nbs/05d_ood.ipynb #5e1a7b02
+_C_GRID = (0.001, 0.01, 0.1, 1.)  # the logistic regression's inverse regularisation strengths tried
+
+def fit_linear(feats:np.ndarray, # features of real products [N,F] (`ood_features`), those `fit_ood` was fitted on
+               outliers:np.ndarray, # features of outliers [M,F]
+               p:dict, # `fit_ood`'s parameters
+               C:float=0.01, # the logistic regression's inverse regularisation strength
+               fpr:float=0.015, # share of `feats` flagged by the new threshold
+              )->dict:
+    "The parameters with a linear term (in units of the distance) learnt from products against outliers, and the threshold set again; JSON-ready."
+    from sklearn.linear_model import LogisticRegression
+    p = {k: v for k, v in p.items() if k != 'linear'}
+    X = np.concatenate([np.concatenate([_standard(f, p), ood_distance(f, p)[:, None]], 1) for f in (feats, outliers)])
+    y = np.r_[np.zeros(len(feats)), np.ones(len(outliers))]
+    m = LogisticRegression(C=C, class_weight='balanced', max_iter=5000).fit(X, y); w, b = m.coef_[0], float(m.intercept_[0])
+    if w[-1] <= 0: raise ValueError('these outliers lie no farther from the products than the products do: no term can be learnt from them')
+    p['linear'] = {'w': (w[:-1] / w[-1]).tolist(), 'b': b / float(w[-1]), 'C': C}
+    d = ood_distance(feats, p); p['threshold'] = float(np.quantile(d, 1 - fpr)); p['scale'] = float(max(1., 0.1 * abs(p['threshold'])))
+    return p
+
+def leave_kind_out(feats:np.ndarray, # features of real products [N,F], those `fit_ood` was fitted on
+                   outliers:dict, # {kind: features of its outliers [M,F]}
+                   p:dict, # `fit_ood`'s parameters
+                   held:np.ndarray, # features of other products, on which each threshold is set
+                   fpr:float=0.015, grid=_C_GRID,
+                  )->tuple[float, dict]:
+    "The `C` whose linear term flags the most of each kind when that kind was left out of its fit (mean over kinds), and every share: {C: {kind: share}} (None: no term could be learnt)."
+    table = {}
+    for C in grid:
+        table[C] = {}
+        for k, f in outliers.items():
+            try: q = fit_linear(feats, np.concatenate([o for j, o in outliers.items() if j != k]), p, C)
+            except ValueError: table[C][k] = None; continue
+            thr = np.quantile(ood_distance(held, q), 1 - fpr); table[C][k] = float((ood_distance(f, q) > thr).mean())
+    ok = [C for C in grid if None not in table[C].values()]
+    if not ok: raise ValueError(f'no linear term could be learnt with any C in {grid}, leaving out any one kind')
+    return max(ok, key=lambda C: np.mean(list(table[C].values()))), table
+
 
 # %% ../nbs/05d_ood.ipynb #0a7e11a1
 def _graph_stats(g, x, parts, names):
@@ -172,7 +215,7 @@ def strip_ood_graph(model):
 def add_ood_graph(model, # an `onnx.ModelProto` with input `image` [N,1,28,28] and output `probs`
                   p:dict, # `fit_ood`'s parameters (with its threshold)
                  ):
-    "The model with the not-a-product distance as output `ood_distance` [N] (input `view_parts` [N,1]: `view_parts`), replacing any before."
+    "The model with the not-a-product distance (`ood_distance`) as output `ood_distance` [N] (input `view_parts` [N,1]: `view_parts`), replacing any before."
     from onnx import TensorProto, helper, numpy_helper
     gr = strip_ood_graph(model).graph
     g = _Graph(OOD_PREFIX); names = p.get('stats', list(STAT_NAMES[:5]))
@@ -182,7 +225,11 @@ def add_ood_graph(model, # an `onnx.ModelProto` with input `image` [N,1,28,28] a
     mu, sd = np.asarray(p['mu'], np.float64), np.asarray(p['sd'], np.float64)  # the scaling folded into the means and precision
     r = g.op('Sub', g.op('Unsqueeze', f, g.ints([1])), g.const(mu + sd * np.asarray(p['means'], np.float64)))
     q = g.op('ReduceSum', g.op('Mul', g.op('MatMul', r, g.const(np.asarray(p['precision'], np.float64) / np.outer(sd, sd))), r), g.ints([2]), keepdims=0)
-    g.op('Sqrt', g.op('ReduceMin', q, g.ints([1]), keepdims=0), out=OOD_OUTPUT)
+    d, lin = g.op('Sqrt', g.op('ReduceMin', q, g.ints([1]), keepdims=0)), p.get('linear')
+    if lin is None: g.op('Identity', d, out=OOD_OUTPUT)
+    else:  # fit_linear's term on the standardised features: f @ (w/sd) + b - mu.(w/sd)
+        w = np.asarray(lin['w'], np.float64) / sd
+        g.op('Add', d, g.op('Add', g.op('MatMul', f, g.const(w)), g.const(lin['b'] - float(mu @ w))), out=OOD_OUTPUT)
     gr.node.extend(g.nodes); gr.initializer.extend(g.inits + [numpy_helper.from_array(np.zeros((1, 1), np.float32), PARTS_INPUT)])
     gr.input.append(helper.make_tensor_value_info(PARTS_INPUT, TensorProto.FLOAT, ['N', 1]))
     gr.output.append(helper.make_tensor_value_info(OOD_OUTPUT, TensorProto.FLOAT, ['N']))
