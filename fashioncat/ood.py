@@ -4,7 +4,7 @@
 
 # %% ../nbs/05d_ood.ipynb #6cec00ef
 from __future__ import annotations
-import io, json
+import io, json, math
 import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
@@ -105,8 +105,10 @@ def ood_distance(feats:np.ndarray, p:dict)->np.ndarray:
     d = np.sqrt(np.einsum('nkf,fg,nkg->nk', r, P, r).min(1)); lin = p.get('linear')
     return d if lin is None else d + z @ np.asarray(lin['w'], np.float32) + np.float32(lin['b'])
 
-def scores_of(d:np.ndarray, p:dict)->tuple[np.ndarray, np.ndarray]:
-    "The product score in [0,1] (0.5 at the threshold) of each distance, and whether it is a product."
+def scores_of(d:np.ndarray|float, p:dict)->tuple:
+    "The product score in [0,1] (0.5 at the threshold) of each distance (an array, or one number), and whether it is a product."
+    if np.ndim(d) == 0:  # one answer: plain floats, a few times cheaper than numpy's scalars on the request path
+        d = float(d); return 1. / (1. + math.exp(min(50., max(-50., (d - p['threshold']) / p['scale'])))), d <= p['threshold']
     return 1. / (1. + np.exp(np.clip((d - p['threshold']) / p['scale'], -50, 50))), d <= p['threshold']
 
 def view_distances(views:np.ndarray, # uint8 [N,28,28]
