@@ -1,14 +1,15 @@
-"""The API's load-test figures, a BEFORE revision against this working tree (AFTER), in one run, taking turns.
+"""The API's load-test figures, a BEFORE revision against this working tree (AFTER), in one run, side by side.
 
-For each input (28x28 PNGs, ~800-pixel catalogue JPEGs) a fresh server of each tree runs `load_test.py`'s phases (a
-warm-up, the fixed open-loop rate, the ramp to the highest rate with p95 <= 300 ms and errors <= 1%) in the order
-BEFORE, AFTER, BEFORE, AFTER (`--rounds` pairs), so that the machine's drift falls on both alike. BEFORE is a
+For each input (28x28 PNGs, ~800-pixel catalogue JPEGs) and round, a fresh server of each tree runs `load_test.py`'s
+phases: a warm-up and the fixed open-loop rate with both servers loaded at once (each sent the full rate), so that the
+noise of a shared machine falls on both in the same seconds, then the ramp to the highest rate with p95 <= 300 ms and
+errors <= 1%, one server at a time, their order alternating between rounds. BEFORE is a
 `git worktree` of `--rev` (removed at the end), served by the same interpreter with its own `app`, `fashioncat` and
 shipped model (the server's cwd and PYTHONPATH are its tree's). The report gives, per input and figure, each tree's
 median over the rounds and the ratio after/before; a figure regresses when it is worse by more than `--tolerance`
 (latency, server CPU or peak memory up, the maximum sustained rate down). Only 127.0.0.1 is ever contacted.
 
-    python bench/load_compare.py                    # the full run (~20-25 min on 2 cores; wants an idle machine)
+    python bench/load_compare.py                    # the full run (~20-25 min on 2 cores)
     python bench/load_compare.py --quick --out /tmp/load_compare.json   # a ~2-minute smoke run of the same code
     python bench/load_compare.py --rev HEAD~1 --inputs png --rounds 3
 """
@@ -113,27 +114,8 @@ def make_inputs(names: list[str], n_images: int) -> dict:
     return out
 
 
-async def run_block(tree: str, root: Path, inp: str, body: tuple, rnd: int, args, log_dir: Path) -> dict:
-    "A fresh server of `root`: warm-up, fixed rate, ramp on one input; its figures."
-    srv = TreeServer(tree, "app.main:app", "/predict", root=root)
-    log = log_dir / f"{inp}-round{rnd}-{tree}" / "server.log"  # the UI's data folder goes beside it
-    log.parent.mkdir(parents=True)
-    srv.start(args.python, 1, server_env(root, args.threads), log)
-    try:
-        bodies, fname, ctype = body
-        reqs = [lt.multipart_request(srv.path, srv.port, b, fname, ctype) for b in bodies]
-        await lt.run_phase(srv, inp, reqs, min(50, args.rate), args.warmup_s, args.timeout)
-        p = await lt.run_phase(srv, inp, reqs, args.rate, args.duration, args.timeout)
-        print(
-            f"  fixed {tree:6s} {inp:4s} round {rnd}: {p.rate:.0f}/s x {p.duration_s:.0f} s: mean {p.mean_ms:.1f} "
-            f"p95 {p.p95_ms:.1f} p99 {p.p99_ms:.1f} ms, errors {p.errors}/{p.sent}, CPU {p.cpu_share:.1%}, "
-            f"peak RSS {p.rss_peak_mb:.0f} MB (ready in {srv.cold_start_s:.2f} s)",
-            flush=True,
-        )
-        await asyncio.sleep(args.cooldown_s)
-        best, steps = await lt.ramp(srv, inp, reqs, args)
-    finally:
-        srv.stop()
+def _record(tree: str, inp: str, rnd: int, srv: TreeServer, p, best: float, steps: list) -> dict:
+    "One tree's figures in one round."
     figures = {k: getattr(p, k) for k in FIGURES if k != "max_rps"} | {"max_rps": best}
     ramp = [{"rate": s.rate, "p95_ms": s.p95_ms, "error_rate": s.error_rate, "passed": s.passed} for s in steps]
     return {"input": inp, "round": rnd, "tree": tree, **figures, "errors": p.errors, "sent": p.sent} | {
@@ -144,14 +126,50 @@ async def run_block(tree: str, root: Path, inp: str, body: tuple, rnd: int, args
     }
 
 
+async def run_pair(roots: dict, inp: str, body: tuple, rnd: int, args, log_dir: Path) -> list[dict]:
+    """Fresh servers of both trees at once. The warm-up and the fixed rate run side by side, each server sent the rate
+    on its own connections, so that the machine's noise (other tenants, frequency, the load generator) falls on both
+    alike within the same seconds; then each one's ramp alone while the other idles, BEFORE first in odd rounds and
+    AFTER first in even ones. Each tree's figures."""
+    srvs = {t: TreeServer(t, "app.main:app", "/predict", root=roots[t]) for t in TREES}
+    try:
+        for t, srv in srvs.items():
+            log = log_dir / f"{inp}-round{rnd}-{t}" / "server.log"  # the UI's data folder goes beside it
+            log.parent.mkdir(parents=True)
+            srv.start(args.python, 1, server_env(roots[t], args.threads), log)
+        bodies, fname, ctype = body
+        reqs = {t: [lt.multipart_request(s.path, s.port, b, fname, ctype) for b in bodies] for t, s in srvs.items()}
+
+        async def side_by_side(rate: float, duration: float) -> dict:
+            phases = (lt.run_phase(srvs[t], inp, reqs[t], rate, duration, args.timeout) for t in TREES)
+            return dict(zip(TREES, await asyncio.gather(*phases)))
+
+        await side_by_side(min(50, args.rate), args.warmup_s)
+        fixed = await side_by_side(args.rate, args.duration)
+        for t, p in fixed.items():
+            print(
+                f"  fixed {t:6s} {inp:4s} round {rnd}: {p.rate:.0f}/s x {p.duration_s:.0f} s: mean {p.mean_ms:.1f} "
+                f"p95 {p.p95_ms:.1f} p99 {p.p99_ms:.1f} ms, errors {p.errors}/{p.sent}, CPU {p.cpu_share:.1%}, "
+                f"peak RSS {p.rss_peak_mb:.0f} MB (ready in {srvs[t].cold_start_s:.2f} s)",
+                flush=True,
+            )
+        ramps = {}
+        for t in TREES if rnd % 2 else TREES[::-1]:
+            await asyncio.sleep(args.cooldown_s)
+            ramps[t] = await lt.ramp(srvs[t], inp, reqs[t], args)
+    finally:
+        for srv in srvs.values():
+            srv.stop()
+    return [_record(t, inp, rnd, srvs[t], fixed[t], *ramps[t]) for t in TREES]
+
+
 async def run_all(args, roots: dict, log_dir: Path) -> list[dict]:
-    "Every input, every round, BEFORE then AFTER: the raw figures in the order they were taken."
+    "Every input, every round (both trees side by side): the raw figures in the order they were taken."
     inputs = make_inputs(args.inputs, args.n_images)
     raw = []
     for inp in args.inputs:
         for rnd in range(1, args.rounds + 1):
-            for tree in TREES:
-                raw.append(await run_block(tree, roots[tree], inp, inputs[inp], rnd, args, log_dir))
+            raw += await run_pair(roots, inp, inputs[inp], rnd, args, log_dir)
     return raw
 
 
@@ -186,7 +204,7 @@ def markdown(res: dict) -> str:
         (
             f"BEFORE `{b['commit']}` (`{b['rev']}`), AFTER `{a['commit']}`{' with uncommitted changes' if a['dirty'] else ''}"
             f"; each tree's own `{MODEL}`, 1 uvicorn worker, UI mounted. Median of {res['rounds']} round(s) each, "
-            f"taking turns; fixed rate {s['rate']:.0f}/s for {s['duration_s']:.0f} s; a figure regresses when it is "
+            f"side by side at the fixed rate {s['rate']:.0f}/s for {s['duration_s']:.0f} s; a figure regresses when it is "
             f"worse by more than {s['tolerance']:.0%}."
         ),
         "",
@@ -246,7 +264,12 @@ def parse_args(argv=None):
     ap.add_argument("--ramp-factor", type=float, default=d.ramp_factor)
     ap.add_argument("--ramp-step-s", type=float, default=d.ramp_step_s, help="seconds per ramp step")
     ap.add_argument("--ramp-max-steps", type=int, default=d.ramp_max_steps)
-    ap.add_argument("--bisect", type=int, default=d.bisect, help="bisection steps after the ramp breaks")
+    ap.add_argument(
+        "--bisect",
+        type=int,
+        default=4,
+        help="bisection steps after the ramp breaks (load_test's 2 leave steps of ~10%% of the rate: too coarse to judge 10%%)",
+    )
     ap.add_argument("--max-rate", type=float, default=d.max_rate)
     ap.add_argument("--warmup-s", type=float, default=d.warmup_s)
     ap.add_argument("--cooldown-s", type=float, default=d.cooldown_s)
