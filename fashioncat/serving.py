@@ -186,7 +186,7 @@ def result(self:Engine, p:np.ndarray, # one row of `Engine.predict`
     if self.ood is not None and dist is None and view is not None:
         dist = view_distances(np.asarray(view, np.uint8).reshape(1, 28, 28), p[None], self.ood)[0]
     if self.ood is not None and dist is not None:
-        s, k = scores_of(np.float64(dist), self.ood); score, ok = round(float(s), 6), bool(k)
+        s, k = scores_of(dist, self.ood); score, ok = round(float(s), 6), bool(k)
     return {'category': self.classes[i], 'category_ru': self.classes_ru[i], 'class_index': i, 'confidence': round(conf, 6),
             'is_product': ok, 'product_score': score, 'needs_review': conf < self.review_threshold or ok is False,
             'top_k': [{'category': self.classes[j], 'category_ru': self.classes_ru[j], 'probability': round(float(p[j]), 6)} for j in order]}
