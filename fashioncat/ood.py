@@ -160,35 +160,43 @@ def leave_kind_out(feats:np.ndarray, # features of real products [N,F], those `f
 
 
 # %% ../nbs/05d_ood.ipynb #0a7e11a1
+_E = 2. ** -20  # the Laplacian's and the ink's channels are scaled by this, below any step between two levels: the steepest step is the largest of all channels
+
+def _stat_ratios(names:list)->tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "Each statistic in `names` as (raw @ Wn) / (raw @ Wd + c) of `_graph_stats`' raw columns: sum |dy|, |dx|, |Laplacian| E, ink E, lit, steepest, min and max lit rows/columns."
+    e = 1 / _E; forms = {'fill': ({4: 1}, {}, 784.), 'mean': ({3: e}, {}, 784.), 'edges': ({0: 1, 1: 1}, {3: e}, 1.), 'parts': ({}, {}, 1.),
+                         'extent': ({6: 1}, {7: 1}, 1e-30), 'sharpness': ({5: 1}, {}, 1.), 'detail': ({2: e}, {3: e}, 1.)}  # extent: 0/0 -> 0
+    Wn, Wd, c = np.zeros((8, len(names))), np.zeros((8, len(names))), np.zeros(len(names))
+    for j, n in enumerate(names):
+        num, den, c[j] = forms[n]
+        for i, w in num.items(): Wn[i, j] = w
+        for i, w in den.items(): Wd[i, j] = w
+    return Wn, Wd, c
+
 def _graph_stats(g, x, parts, names):
     "Nodes computing `view_stats` (those in `names`, in that order) of the input `x` [N,1,28,28] in [0,1]: [N,len(names)]."
-    A, one = g.ints, g.const(1.)
-    def conv(k): return g.op('Conv', x, g.const(np.asarray(k, np.float32)[None, None]))  # as numpy's shifted differences
-    def tot(t): return g.op('ReduceSum', t, A([1, 2, 3]), keepdims=1)  # [N,1,1,1]
-    def top(t): return g.op('ReduceMax', t, A([1, 2, 3]), keepdims=1)
-    on = g.op('Cast', g.op('Greater', x, g.const(_LIT)), to=1); ink = tot(x); ink1 = g.op('Add', ink, one)
-    dy, dx = g.op('Abs', conv([[-1], [1]])), g.op('Abs', conv([[-1, 1]]))
-    lap = g.op('Abs', conv([[0, -1, 0], [-1, 4, -1], [0, -1, 0]]))
-    rows, cols = tot(g.op('ReduceMax', on, A([3]), keepdims=1)), tot(g.op('ReduceMax', on, A([2]), keepdims=1))
-    k784 = g.const(784.)
-    stats = {'fill': g.op('Div', tot(on), k784), 'mean': g.op('Div', ink, k784),
-             'edges': g.op('Div', g.op('Add', tot(dy), tot(dx)), ink1),
-             'parts': g.op('Add', g.op('Unsqueeze', parts, A([2, 3])), g.op('Mul', ink, g.const(0.))),  # [N,1,1,1], the [1,1] default too
-             'extent': g.op('Div', g.op('Min', rows, cols), g.op('Max', g.op('Max', rows, cols), one)),
-             'sharpness': g.op('Max', top(dy), top(dx)), 'detail': g.op('Div', tot(lap), ink1)}
-    return g.op('Reshape', g.op('Concat', *[stats[n] for n in names], axis=1), A([0, -1]))
+    W = np.zeros((4, 1, 3, 3)); W[0, 0, 1:, 1] = W[1, 0, 1, 1:] = -1, 1  # |dy|, |dx|, |Laplacian| E, ink E: one convolution, zero-padded ...
+    W[2, 0] = np.array([[0, -1, 0], [-1, 4, -1], [0, -1, 0]]) * _E; W[3, 0, 1, 1] = _E
+    M = np.zeros((4, 28, 28)); M[0, :27] = M[1, :, :27] = M[3] = 1; M[2, 1:27, 1:27] = 1  # ... and masked to numpy's windows
+    a = g.op('Mul', g.op('Abs', g.op('Conv', x, g.const(W), pads=[1, 1, 1, 1])), g.const(M))
+    on = g.op('Cast', g.op('Greater', x, g.const(_LIT)), to=1)
+    def tot(t): return g.op('ReduceSum', t, g.ints([2, 3]), keepdims=1)
+    rows, cols = tot(g.op('ReduceMax', on, g.ints([3]), keepdims=1)), tot(g.op('ReduceMax', on, g.ints([2]), keepdims=1))
+    raw = g.op('Flatten', g.op('Concat', tot(a), tot(on), g.op('ReduceMax', a, g.ints([1, 2, 3]), keepdims=1),
+                               g.op('Min', rows, cols), g.op('Max', rows, cols), axis=1))  # [N,8]
+    Wn, Wd, c = _stat_ratios(names); s = g.op('Div', g.op('MatMul', raw, g.const(Wn)), g.op('Gemm', raw, g.const(Wd), g.const(c)))
+    if 'parts' not in names: return s
+    return g.op('Add', s, g.op('Mul', parts, g.const(np.eye(len(names))[names.index('parts')])))  # [N,1], or the [1,1] default
 
 
 # %% ../nbs/05d_ood.ipynb #0a7e11a2
 def _graph_ranks(g, s, knots):
-    "`normal_scores` of `s` [N,S] as nodes: each column's first piece, plus a ramp at every later knot (pieces padded with 0)."
-    K, Z, G, last = ranks_table(knots); S = K.shape[0]; L = max(1, int(last.max()))
-    k0, z0, g0 = K[:, 0].copy(), Z[:, 0], G[:, 0]; kr, cr = np.zeros((S, L)), np.zeros((S, L))
-    for j in range(S):
-        if last[j] > 0: kr[j, :last[j]] = K[j, 1:last[j] + 1]; cr[j, :last[j]] = np.diff(G[j, :last[j] + 1])
-    base = g.op('Add', g.const(z0), g.op('Mul', g.const(g0), g.op('Sub', s, g.const(k0))))
-    ramps = g.op('Mul', g.op('Relu', g.op('Sub', g.op('Unsqueeze', s, g.ints([2])), g.const(kr))), g.const(cr))
-    return g.op('Add', base, g.op('ReduceSum', ramps, g.ints([2]), keepdims=0))
+    "`normal_scores` of `s` [N,S] in three nodes: a ramp at every knot past each column's first, weighted by its change of slope, and the first piece as a ramp at 0 (every statistic is >= 0)."
+    K, Z, G, last = ranks_table(knots); S = K.shape[0]
+    ramps = [(j, 0., G[j, 0]) for j in range(S)] + [(j, K[j, i], G[j, i] - G[j, i - 1]) for j in range(S) for i in range(1, last[j] + 1)]
+    col, k, c = (np.array(v) for v in zip(*ramps)); E = np.eye(S)[:, col]  # [S, ramps]: which statistic each ramp reads
+    r = g.op('Relu', g.op('Gemm', s, g.const(E), g.const(-k)))
+    return g.op('Gemm', r, g.const(E.T * c[:, None]), g.const(Z[:, 0] - G[:, 0] * K[:, 0]))
 
 
 # %% ../nbs/05d_ood.ipynb #0a7e11a3
@@ -221,19 +229,18 @@ def add_ood_graph(model, # an `onnx.ModelProto` with input `image` [N,1,28,28] a
     from onnx import TensorProto, helper, numpy_helper
     gr = strip_ood_graph(model).graph
     g = _Graph(OOD_PREFIX); names = p.get('stats', list(STAT_NAMES[:5]))
-    s = _graph_stats(g, 'image', PARTS_INPUT, names)
-    f = g.op('Concat', g.op('Log', g.op('Clip', 'probs', g.const(1e-6), g.const(1.))), s, axis=1)
-    if p.get('ranks'): f = g.op('Concat', f, _graph_ranks(g, s, p['ranks']), axis=1)
+    s = _graph_stats(g, 'image', PARTS_INPUT, names); logp = g.op('Log', g.op('Clip', 'probs', g.const(1e-6), g.const(1.)))
+    f = g.op('Concat', logp, s, *([_graph_ranks(g, s, p['ranks'])] if p.get('ranks') else []), axis=1)
     mu, sd = np.asarray(p['mu'], np.float64), np.asarray(p['sd'], np.float64)  # the scaling folded into the means and precision
-    r = g.op('Sub', g.op('Unsqueeze', f, g.ints([1])), g.const(mu + sd * np.asarray(p['means'], np.float64)))
-    q = g.op('ReduceSum', g.op('Mul', g.op('MatMul', r, g.const(np.asarray(p['precision'], np.float64) / np.outer(sd, sd))), r), g.ints([2]), keepdims=0)
-    d, lin = g.op('Sqrt', g.op('ReduceMin', q, g.ints([1]), keepdims=0)), p.get('linear')
-    if lin is None: g.op('Identity', d, out=OOD_OUTPUT)
+    L = np.linalg.cholesky(np.asarray(p['precision'], np.float64) / np.outer(sd, sd))  # precision = L L^T: the form is |f L - m L|^2
+    r = g.op('Sub', g.op('MatMul', f, g.const(L)), g.const(((mu + sd * np.asarray(p['means'], np.float64)) @ L)[:, None]))  # [K,N,F]
+    lin = p.get('linear'); q = g.op('ReduceMin', g.op('ReduceSumSquare', r, g.ints([2]), keepdims=0), g.ints([0]), keepdims=0)
+    if lin is None: g.op('Sqrt', q, out=OOD_OUTPUT)
     else:  # fit_linear's term on the standardised features: f @ (w/sd) + b - mu.(w/sd)
         w = np.asarray(lin['w'], np.float64) / sd
-        g.op('Add', d, g.op('Add', g.op('MatMul', f, g.const(w)), g.const(lin['b'] - float(mu @ w))), out=OOD_OUTPUT)
+        g.op('Add', g.op('Sqrt', q), g.op('Add', g.op('MatMul', f, g.const(w)), g.const(lin['b'] - float(mu @ w))), out=OOD_OUTPUT)
     gr.node.extend(g.nodes); gr.initializer.extend(g.inits + [numpy_helper.from_array(np.zeros((1, 1), np.float32), PARTS_INPUT)])
-    gr.input.append(helper.make_tensor_value_info(PARTS_INPUT, TensorProto.FLOAT, ['N', 1]))
+    gr.input.append(helper.make_tensor_value_info(PARTS_INPUT, TensorProto.FLOAT, [None, 1]))  # N, or 1 when defaulted: a dimension of its own, or ONNX Runtime would plan [N,7] buffers for [1,7] ones
     gr.output.append(helper.make_tensor_value_info(OOD_OUTPUT, TensorProto.FLOAT, ['N']))
     return model
 

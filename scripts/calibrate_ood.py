@@ -1,10 +1,12 @@
 """Calibrate the not-a-product judgement of the served models and report it; `--write` stores it in their ONNX metadata.
 
     nice -n 5 .venv/bin/python scripts/calibrate_ood.py --write     # both shipped models, report in bench/results/ood.json
+    .venv/bin/python scripts/calibrate_ood.py --graph-only          # the graph written again from the stored parameters
 
 `--write` stores the parameters as each model's `fashioncat.ood` metadata and writes the distance into its graph
 (`fashioncat.ood.add_ood_graph`: output `ood_distance`, input `view_parts`), so that the service gets it from the
-same ONNX Runtime call as the probabilities.
+same ONNX Runtime call as the probabilities. `--graph-only` writes each model's graph again from its stored
+parameters, fitting nothing (after a change to `add_ood_graph`: the judgement and its report stay as they are).
 
 Products: validation images (the model's own validation split, rebuilt from its recipe) raw and rendered as every kind
 of shop photo (`fashioncat.catalogue`), read by `prepare`. The distance (`fashioncat.ood.fit_ood`) is fitted on those
@@ -60,6 +62,18 @@ def write_meta(path: Path, params: dict) -> None:
     onnx.save_model(m, str(path))
 
 
+def rewrite_graph(path: Path) -> None:
+    "Write the distance into the graph again from the parameters the model stores (no refit)."
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    if "fashioncat.ood" not in props:
+        sys.exit(
+            f"calibrate_ood: {path} has no fashioncat.ood metadata to write a graph from; calibrate it with --write"
+        )
+    write_meta(path, json.loads(props["fashioncat.ood"]))
+
+
 def note_in_export_report(paths: list[str]) -> None:
     "Keep models/export_report.json true to the files: their new size and sha256 once the metadata is written."
     import hashlib
@@ -92,8 +106,17 @@ def main(argv=None) -> dict:
     p.add_argument("--fpr", type=float, default=0.015)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--write", action="store_true", help="store the judgement in each model's ONNX metadata")
+    p.add_argument(
+        "--graph-only", action="store_true", help="write the graph again from the stored parameters; fit nothing"
+    )
     p.add_argument("--json", default=str(ROOT / "bench/results/ood.json"))
     a = p.parse_args(argv)
+    if a.graph_only:
+        for path in a.models:
+            rewrite_graph(ROOT / path)
+            print(f"graph written again into {path} from its fashioncat.ood metadata")
+        note_in_export_report(a.models)
+        return {}
     t0 = time.perf_counter()
     _, _, xva, yva = recipe_split(read_config(ROOT / a.folder)["recipe"])
     xte, yte = load_split("test")
