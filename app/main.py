@@ -28,6 +28,7 @@ from .core.logs import app_log, setup_logging
 from .core.metrics import PROCESS_SAMPLE_S, Metrics
 from .core.middleware import RequestContext
 from .core.models import start_models
+from .core.service import InlineBatcher
 from .ui.feedback import open_store
 from .ui.mount import mount_ui_placeholder, start_ui
 from .ui.queue_routes import router as queue_router
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None, ui: bool = True) -> FastAPI:
     BUDGET.configure(settings.memory_budget_mb * 2**20, settings.admission_wait_s)  # one budget: the process's memory
     app.state.engine = app.state.shadow = None
     app.state.metrics = Metrics()
+    app.state.batcher = InlineBatcher()  # small PNGs decoded on the event loop share their inference (service.py)
     app.state.ui_mount = app.state.feedback = app.state.workflow = None
     app.state.feedback_problem = ""
     install_error_handlers(app)

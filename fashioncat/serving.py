@@ -158,6 +158,7 @@ class Engine:
             v = np.rint(xb.reshape(-1, 28, 28) * 255).astype(np.uint8); p = self.predict(xb)
             return p, view_distances(v, p, self.ood)
         parts = view_parts(xb.reshape(-1, 28, 28))[:, None]; k = self._fixed_batch or len(xb)
+        if k >= len(xb): return tuple(self.sess.run(['probs', OOD_OUTPUT], {'image': xb, PARTS_INPUT: parts}))  # one run: the request path
         runs = [self.sess.run(['probs', OOD_OUTPUT], {'image': xb[i:i + k], PARTS_INPUT: parts[i:i + k]}) for i in range(0, len(xb), k)]
         return np.concatenate([r[0] for r in runs]), np.concatenate([r[1] for r in runs])
 

@@ -58,8 +58,8 @@ async def predict(request: Request):
     try:
         item = await read_one(request, s)
         metrics, shadow = request.app.state.metrics, request.app.state.shadow
-        if inline_ok(item[1]):  # a small PNG: cheaper here than the hop to a worker thread
-            (r,) = categorise(engine, metrics, [item], errors="raise", shadow=shadow)
+        if inline_ok(item[1]):  # a small PNG: cheaper here than the hop to a worker thread, and batched with others
+            r = await request.app.state.batcher.categorise(engine, metrics, item, shadow)
         else:
             (r,) = await run_in_threadpool(categorise, engine, metrics, [item], errors="raise", shadow=shadow)
     finally:
