@@ -107,6 +107,37 @@ def test_ood_from_the_graph_and_from_the_metadata_agree(model_path, tmp_path, te
     assert ((dg > t) == (dm > t)).mean() >= 0.99
 
 
+def test_graph_only_writes_the_graph_again_from_the_metadata(model_path, tmp_path, test_set):
+    "`calibrate_ood.py --graph-only`: a model left with the parameters only gets its graph back, and judges as it did."
+    onnx = pytest.importorskip("onnx")
+    import importlib.util
+
+    from fashioncat.ood import OOD_PREFIX, strip_ood_graph
+
+    shipped = Engine(model_path)
+    if not shipped._ood_graph:
+        pytest.skip("the shipped model carries no not-a-product graph (scripts/calibrate_ood.py --write)")
+    spec = importlib.util.spec_from_file_location("calibrate_ood", ROOT / "scripts" / "calibrate_ood.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    path = tmp_path / "copy.onnx"  # no shipped file's name: models/export_report.json is left alone
+    onnx.save(strip_ood_graph(onnx.load(str(model_path))), str(path))
+    assert not Engine(path)._ood_graph
+    script.main(["--graph-only", "--models", str(path)])
+    assert sum(n.name.startswith(OOD_PREFIX) for n in onnx.load(str(path)).graph.node) <= 36
+    again = Engine(path)
+    assert again._ood_graph and again.ood["threshold"] == shipped.ood["threshold"]
+    x, _ = test_set
+    (p0, d0), (p1, d1) = shipped.predict_scored(x[:300]), again.predict_scored(x[:300])
+    np.testing.assert_array_equal(p1, p0)
+    np.testing.assert_allclose(d1, d0, atol=1e-4)
+    bare = onnx.load(str(path))
+    del bare.metadata_props[:]
+    onnx.save(bare, str(path))
+    with pytest.raises(SystemExit, match="no fashioncat.ood metadata"):
+        script.main(["--graph-only", "--models", str(path)])
+
+
 def test_a_model_calibrated_with_unknown_statistics_is_refused(model_path, tmp_path):
     "Metadata naming a view statistic this version cannot compute: a clear ModelError at load, not wrong answers."
     onnx = pytest.importorskip("onnx")
