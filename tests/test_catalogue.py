@@ -86,16 +86,21 @@ def test_prepare_reads_the_renderer_deterministically():
     assert shop_photo(x, "sweep", 3) != shop_photo(x, "sweep", 4)
 
 
-def test_ood_from_the_graph_and_from_the_metadata_agree(model_path, tmp_path, test_set):
-    "A model whose distance is in its graph, and the same model with the parameters only, judge alike."
+def _with_parameters_only(model_path: Path, path: Path) -> Engine:
+    "The shipped model's engine, after its copy at `path` has lost the distance's graph (its parameters stay)."
     onnx = pytest.importorskip("onnx")
     from fashioncat.ood import strip_ood_graph
 
     shipped = Engine(model_path)
     if not shipped._ood_graph:
         pytest.skip("the shipped model carries no not-a-product graph (scripts/calibrate_ood.py --write)")
-    m = strip_ood_graph(onnx.load(str(model_path)))
-    onnx.save(m, str(tmp_path / "meta_only.onnx"))
+    onnx.save(strip_ood_graph(onnx.load(str(model_path))), str(path))
+    return shipped
+
+
+def test_ood_from_the_graph_and_from_the_metadata_agree(model_path, tmp_path, test_set):
+    "A model whose distance is in its graph, and the same model with the parameters only, judge alike."
+    shipped = _with_parameters_only(model_path, tmp_path / "meta_only.onnx")
     meta_only = Engine(tmp_path / "meta_only.onnx")
     assert not meta_only._ood_graph and meta_only.ood is not None
     x, _ = test_set
@@ -109,20 +114,18 @@ def test_ood_from_the_graph_and_from_the_metadata_agree(model_path, tmp_path, te
 
 def test_graph_only_writes_the_graph_again_from_the_metadata(model_path, tmp_path, test_set):
     "`calibrate_ood.py --graph-only`: a model left with the parameters only gets its graph back, and judges as it did."
-    onnx = pytest.importorskip("onnx")
     import importlib.util
 
-    from fashioncat.ood import OOD_PREFIX, strip_ood_graph
+    import onnx
 
-    shipped = Engine(model_path)
-    if not shipped._ood_graph:
-        pytest.skip("the shipped model carries no not-a-product graph (scripts/calibrate_ood.py --write)")
+    from fashioncat.ood import OOD_PREFIX
+
+    path = tmp_path / "copy.onnx"  # no shipped file's name: models/export_report.json is left alone
+    shipped = _with_parameters_only(model_path, path)
+    assert not Engine(path)._ood_graph
     spec = importlib.util.spec_from_file_location("calibrate_ood", ROOT / "scripts" / "calibrate_ood.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    path = tmp_path / "copy.onnx"  # no shipped file's name: models/export_report.json is left alone
-    onnx.save(strip_ood_graph(onnx.load(str(model_path))), str(path))
-    assert not Engine(path)._ood_graph
     script.main(["--graph-only", "--models", str(path)])
     assert sum(n.name.startswith(OOD_PREFIX) for n in onnx.load(str(path)).graph.node) <= 36
     again = Engine(path)
